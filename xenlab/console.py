@@ -1,0 +1,243 @@
+"""The board's UART: what it printed (ConsoleRecorder), what must never appear
+(MONITORS), and a shell on it that survives a noisy console (XenShellDriver).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shlex
+import string
+import threading
+import time
+from pathlib import Path
+
+import attr
+from labgrid.driver.commandmixin import CommandMixin
+from labgrid.driver.common import Driver
+from labgrid.factory import target_factory
+from labgrid.protocol import CommandProtocol, ConsoleProtocol
+from labgrid.step import step, steps
+from labgrid.util import re_vt100
+from pexpect import TIMEOUT
+
+# Console lines that end a stage at once, whatever it waits for: (regex, status,
+# classification). Harmless QEMU noise (`CPU0 has no enable method`, `vGICD:
+# unhandled word write`, `Unhandled SMC/HVC`) is deliberately absent.
+MONITORS: tuple[tuple[str, str, str], ...] = (
+    (r"Panic on CPU \d+", "FAIL", "xen-panic"),
+    (r"Xen BUG at ", "FAIL", "xen-bug"),
+    (r"Assertion '[^']*' failed", "FAIL", "xen-bug"),
+    (r"- Xen must be entered in NS EL2 mode -", "FAIL", "xen-not-hyp-mode"),
+    (r"Kernel panic - not syncing", "FAIL", "{guest}-panic"),
+    (r"Bad Linux ARM(?:64)? (?:Image|zImage) magic", "FAIL", "boot-image-format"),
+    (r"TFTP error: 'File not found'", "ERROR", "tftp-file-missing"),
+    # The bootloader's banner after boot started: the board reset (LAVA's monitor).
+    (r"U-Boot 20\d\d\.\d\d", "FAIL", "uboot-reset-loop"),
+)
+
+
+def clean(text: str) -> str:
+    """Console text without VT100 sequences and carriage returns."""
+    return re_vt100.sub("", text).replace("\r", "")
+
+
+class ConsoleRecorder:
+    """Writes every byte a target's console receives to a file, as it arrives.
+
+    It listens to labgrid's step events (the same feed as `--lg-log`), so it sees
+    the console from power-on whichever driver reads it. The file is opened
+    unbuffered: a crash, a timeout or Ctrl-C loses nothing already received.
+    """
+
+    def __init__(self, target, path: Path):
+        self.target = target
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab", buffering=0)
+        self._chunks: list[bytes] = []
+        self._lock = threading.Lock()
+        steps.subscribe(self._notify)
+
+    def _notify(self, event) -> None:
+        st = event.step
+        if st.tag != "console" or st.title != "read" or event.data.get("state") != "stop":
+            return
+        if getattr(st.source, "target", None) is not self.target or not st.result:
+            return
+        with self._lock:
+            self._chunks.append(st.result)
+            if self._file is not None:
+                self._file.write(st.result)
+
+    def mark(self) -> int:
+        """A position in the transcript, to ask later for what came after it."""
+        with self._lock:
+            return sum(len(c) for c in self._chunks)
+
+    def text(self, since: int = 0) -> str:
+        with self._lock:
+            data = b"".join(self._chunks)
+        return data[since:].decode("utf-8", errors="replace")
+
+    def tail(self, lines: int = 20, since: int = 0) -> list[str]:
+        out = [l for l in clean(self.text(since)).split("\n") if l.strip()]
+        return out[-lines:]
+
+    def close(self) -> None:
+        steps.unsubscribe(self._notify)
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+
+
+# Lines a shell's output may be interleaved with: Xen's and the kernel's console.
+_NOISE = re.compile(r"^\s*(\(XEN\)|\(d\d+\)|\[\s*\d+\.\d+\])")
+
+
+@target_factory.reg_driver
+@attr.s(eq=False)
+class XenShellDriver(CommandMixin, Driver, CommandProtocol):
+    """A root shell on the Xen console (Dom0's hvc0), and on a DomU's through it.
+
+    Each command is framed by markers that only the shell's output can form,
+    with the exit status inside the closing one, so output and status come back
+    unambiguous while Xen and the kernels print on the same UART. Typing is paced
+    because Xen's serial input ring is small (../shared/notes/qemu-xen.md).
+
+    Args:
+        prompt (str): regex of the Dom0 prompt
+        guest_prompt (str): regex of a DomU's prompt
+        txchunk (int), txdelay (float): typing pace
+        timeout (int): default command timeout, seconds
+    """
+
+    bindings = {"console": ConsoleProtocol}
+    prompt = attr.ib(default=r"dom0# ", validator=attr.validators.instance_of(str))
+    guest_prompt = attr.ib(default=r"domU# ", validator=attr.validators.instance_of(str))
+    txchunk = attr.ib(default=32, validator=attr.validators.instance_of(int))
+    txdelay = attr.ib(default=0.08, validator=attr.validators.instance_of(float))
+    timeout = attr.ib(default=60, validator=attr.validators.instance_of(int))
+
+    def __attrs_post_init__(self):
+        super().__attrs_post_init__()
+        self._tag = "".join(random.choice(string.ascii_uppercase) for _ in range(4))
+        self._seq = 0
+        self._where = "dom0"
+        self._prompts = {"dom0": self.prompt}
+
+    def on_activate(self):
+        self._where = "dom0"
+        self._define_helper()
+
+    def on_deactivate(self):
+        self._where = "dom0"
+
+    # -- typing and framing
+
+    def type_line(self, line: str) -> None:
+        data = (line + "\r").encode()
+        for i in range(0, len(data), self.txchunk):
+            self.console.write(data[i:i + self.txchunk])
+            if i + self.txchunk < len(data):
+                time.sleep(self.txdelay)
+
+    def _define_helper(self) -> None:
+        # `_x N CMD`: markers around CMD; the status sits inside the closing one.
+        self.type_line("_x(){ echo \"=$1=B=\"; eval \"$2\"; echo \"=$1=E=$?=\"; }")
+        self.console.expect(self._prompts[self._where], timeout=self.timeout)
+
+    def _run(self, cmd: str, *, timeout: int | None = None, raw: bool = False,
+             codec: str = "utf-8", decodeerrors: str = "strict"):
+        self._seq += 1
+        marker = f"{self._tag}{self._seq}"
+        self.type_line(f"_x {marker} {shlex.quote(cmd)}")
+        timeout = timeout or self.timeout
+        _, before, match, _ = self.console.expect(rf"={marker}=E=(\d+)=", timeout=timeout)
+        status = int(match.group(1))
+        text = clean(before.decode("utf-8", errors="replace"))
+        begin = text.rfind(f"={marker}=B=")
+        body = text[begin + len(marker) + 4:] if begin >= 0 else text
+        lines = body.split("\n")
+        if not raw:
+            lines = [l for l in lines if not _NOISE.match(l)]
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        while lines and not lines[-1].strip():
+            lines.pop()
+        self.console.expect(self._prompts[self._where], timeout=10)
+        return lines, [], status
+
+    @Driver.check_active
+    @step(args=["cmd"], result=True)
+    def run(self, cmd: str, timeout: int | None = None, raw: bool = False):
+        """Run `cmd`; return (stdout lines, [], exit status)."""
+        return self._run(cmd, timeout=timeout, raw=raw)
+
+    # -- DomU consoles through `xl console`
+
+    @Driver.check_active
+    @step(args=["domain", "marker"])
+    def enter_guest(self, domain: str, marker: str | None = None, timeout: int = 60) -> str:
+        """`xl console DOMAIN` until the guest's prompt (or its ready marker first)."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", domain):
+            raise ValueError(f"not a domain name: {domain!r}")
+        self.type_line(f"xl console {domain}")
+        got = ""
+        if marker:
+            _, before, _, _ = self.console.expect(marker, timeout=timeout)
+            got = clean(before.decode("utf-8", errors="replace"))
+        self.console.write(b"\r")
+        self.console.expect(self.guest_prompt, timeout=timeout)
+        self._where = "guest"
+        self._prompts["guest"] = self.guest_prompt
+        self._define_helper()
+        return got
+
+    @Driver.check_active
+    @step()
+    def leave_guest(self) -> None:
+        """Ctrl-] alone (with Enter it would go to the guest) back to Dom0."""
+        self.console.write(b"\x1d")
+        self._where = "dom0"
+        # xl console returns to the shell, which prints its prompt by itself.
+        self.console.expect(self.prompt, timeout=self.timeout)
+
+    def get_status(self) -> int:
+        """CommandProtocol: 1 once the shell answers (the driver is active)."""
+        return 1 if self._where else 0
+
+    @property
+    def in_guest(self) -> bool:
+        return self._where == "guest"
+
+    @Driver.check_active
+    @step(args=["keys"])
+    def xen_debug_keys(self, keys: str, wait: float = 1.0) -> str:
+        """Switch the console to Xen (Ctrl-a three times), send debug keys, switch back.
+
+        What Xen printed is returned; the console is Dom0's again afterwards.
+        """
+        self.console.write(b"\x01\x01\x01")
+        time.sleep(0.3)
+        out = []
+        for key in keys:
+            self.console.write(key.encode())
+            out.append(self._drain(wait))
+        self.console.write(b"\x01\x01\x01")
+        out.append(self._drain(0.5))
+        self.console.write(b"\r")
+        return clean("".join(out))
+
+    def _drain(self, quiet: float) -> str:
+        data = b""
+        try:
+            while True:
+                data += self.console.read(size=4096, timeout=quiet)
+        except TIMEOUT:
+            pass
+        return data.decode("utf-8", errors="replace")

@@ -1,0 +1,76 @@
+"""Which boot image format a file has, read from its header (Linux boot protocol).
+
+U-Boot's `booti` takes an arm64 Image (Documentation/arm64/booting.rst) and
+`bootz` an arm32 zImage (Documentation/arm/booting.rst); Xen follows both
+protocols (seed §8.2).  The headers also say how much memory the image needs
+once it runs (its bss lies past the end of the file), which the boot plan
+must keep free.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import attr
+
+ARM64_IMAGE_MAGIC = b"ARM\x64"  # at offset 0x38 of an arm64 Image (booti)
+ZIMAGE_MAGIC = 0x016F2818  # at offset 0x24 of an arm32 zImage (bootz), little-endian
+
+# The image format each U-Boot boot command accepts.
+BOOT_COMMAND_FORMAT = {"booti": "arm64-image", "bootz": "zimage"}
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ImageInfo:
+    format: str  # 'arm64-image', 'zimage', 'gzip' or 'unknown'
+    file_size: int
+    # Bytes the image occupies once running, bss included (>= file_size);
+    # file_size when the header does not say.
+    effective_size: int
+    # arm64 Image flags bit 3: the 2 MiB-aligned base may be anywhere in RAM.
+    # Without it U-Boot's booti moves the image to the start of RAM.
+    anywhere: bool | None = None
+
+
+def _head(path: Path, n: int = 0x40) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def _format_of(head: bytes) -> str:
+    if len(head) >= 0x3C and head[0x38:0x3C] == ARM64_IMAGE_MAGIC:
+        return "arm64-image"
+    if len(head) >= 0x28 and struct.unpack_from("<I", head, 0x24)[0] == ZIMAGE_MAGIC:
+        return "zimage"
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    return "unknown"
+
+
+def image_format(path: Path) -> str:
+    """'arm64-image', 'zimage', 'gzip' or 'unknown'."""
+    return _format_of(_head(path))
+
+
+def image_info(path: Path) -> ImageInfo:
+    """Format and memory footprint from the header; 'unknown' for unreadable files."""
+    head = _head(path)
+    fmt = _format_of(head)
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return ImageInfo("unknown", 0, 0)
+    if fmt == "arm64-image":
+        # text_offset (u64 @8), image_size (u64 @16, 0 on kernels before 3.17), flags (u64 @24)
+        _text_offset, image_size, flags = struct.unpack_from("<QQQ", head, 8)
+        return ImageInfo(fmt, size, max(size, image_size), bool(flags & (1 << 3)))
+    if fmt == "zimage":
+        # start and end (u32 @0x28, @0x2c): Xen's arm32 header puts _end - start here
+        start, end = struct.unpack_from("<II", head, 0x28)
+        return ImageInfo(fmt, size, max(size, end - start if end > start else 0))
+    return ImageInfo(fmt, size, size)

@@ -1,0 +1,264 @@
+"""xenlab's pytest plugin: one booted board per labgrid target, one run record per board.
+
+Loaded by the `pytest11` entry point, so plain `pytest --lg-env farm.yaml
+testcases/` records results. Tests ask for the `board` fixture; it is
+parametrized over the env's targets that have a XenStrategy (or those named
+with `--xenlab-target`), booted once per session and shared by every step.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from labgrid.strategy.common import StrategyError
+from pexpect import TIMEOUT
+
+from .errors import StageFailure, XenlabError
+
+try:  # labgrid's plugin stashes the environment it loaded from --lg-env
+    from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
+except ImportError:  # pragma: no cover - labgrid without its pytest plugin
+    LABGRID_ENV_KEY = None
+
+_BOARDS: dict[str, "Board"] = {}
+_FINISHED: list[Path] = []  # run directories written this session, for the summary
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("xenlab")
+    group.addoption("--xenlab-target", action="append", default=[],
+                    help="run on this labgrid target (repeatable; default: every XenStrategy target)")
+    group.addoption("--xenlab-results", default=None,
+                    help="results directory (default: results/ beside the env file)")
+    group.addoption("--xenlab-tester", default=os.environ.get("XENLAB_TESTER") or getpass.getuser(),
+                    help="who ran the test (recorded in run.json)")
+    group.addoption("--xenlab-run-id", default=os.environ.get("XENLAB_RUN_ID"),
+                    help="run id (default: time-based, unique)")
+
+
+def _env(config):
+    if LABGRID_ENV_KEY is None:
+        return None
+    return config.stash.get(LABGRID_ENV_KEY, None)
+
+
+def xen_targets(env) -> list[str]:
+    names = []
+    for name, data in (env.config.get_targets() or {}).items():
+        drivers = (data or {}).get("drivers", {})
+        kinds = [d.get("cls", k) if isinstance(d, dict) else k
+                 for k, d in (drivers.items() if isinstance(drivers, dict)
+                              else ((next(iter(x)), x) for x in drivers))]
+        if "XenStrategy" in kinds or "XenStrategy" in drivers:
+            names.append(name)
+    return names
+
+
+def pytest_generate_tests(metafunc):
+    if "board" not in metafunc.fixturenames:
+        return
+    env = _env(metafunc.config)
+    if env is None:
+        raise pytest.UsageError("xenlab's smoke test needs a labgrid env: pytest --lg-env farm.yaml")
+    names = metafunc.config.getoption("--xenlab-target") or xen_targets(env)
+    unknown = [n for n in names if n not in (env.config.get_targets() or {})]
+    if unknown:
+        raise pytest.UsageError(f"--xenlab-target {unknown[0]}: no such target in "
+                                f"{env.config_file}")
+    metafunc.parametrize("board", names, indirect=True, scope="session")
+
+
+def step_name(item) -> str:
+    name = getattr(item, "originalname", None) or item.name
+    return name[5:] if name.startswith("test_") else name
+
+
+class Board:
+    """A target booted by its XenStrategy, with its run record."""
+
+    def __init__(self, target, record, tester: str):
+        self.target = target
+        self.name = target.name
+        self.strategy = target.get_driver("XenStrategy")
+        self.record = record
+        self.tester = tester
+        self.failure: StageFailure | None = None
+        self.features = set(getattr(target, "features", set()) or set())
+        self.domu_up = False
+
+    @property
+    def shell(self):
+        return self.strategy.shell
+
+    @property
+    def images(self):
+        return self.strategy.images
+
+    @property
+    def profile(self):
+        return self.strategy.profile
+
+    def boot(self, state: str = "shell"):
+        """Bring the board to `state`; later steps skip once a stage has failed."""
+        if self.failure is not None:
+            pytest.skip(f"board did not boot: {self.failure.stage} stage "
+                        f"{self.failure.status} [{self.failure.classification}]")
+        try:
+            self.strategy.transition(state)
+        except StrategyError as exc:
+            cause = exc.__cause__ or self.strategy.broken
+            if isinstance(cause, StageFailure):
+                self.failure = cause
+                raise cause from None
+            if isinstance(cause, XenlabError):
+                self.failure = StageFailure("prepare", "ERROR", "harness-config", str(cause))
+                raise self.failure from None
+            raise
+        return self.strategy
+
+
+@pytest.fixture(scope="session")
+def board(request):
+    """The booted board for this target (shared by every step)."""
+    from .results import RunRecord  # results sit after the strategy in the pipeline
+
+    env = _env(request.config)
+    target = env.get_target(request.param)
+    root = Path(request.config.getoption("--xenlab-results") or
+                Path(env.config_file).resolve().parent / "results")
+    strategy = target.get_driver("XenStrategy")
+    record = RunRecord.start(root, target.name, target=target.name, arch="?",
+                             tester=request.config.getoption("--xenlab-tester"),
+                             run_id=request.config.getoption("--xenlab-run-id"))
+    b = Board(target, record, request.config.getoption("--xenlab-tester"))
+    _BOARDS[target.name] = b
+    strategy.record_to(record.console_path)
+    try:
+        strategy.prepare()
+        record.set_info(arch=strategy.profile.arch, board_profile=strategy.profile.name,
+                        image_set=str(strategy.images.dir),
+                        image_set_hash=strategy.images.hash,
+                        image_set_overrides=strategy.images.overrides,
+                        expected_xen_version=strategy.images.xen_version)
+    except XenlabError as exc:
+        b.failure = StageFailure("prepare", "ERROR", "harness-config", str(exc))
+    yield b
+    _finish(b)
+
+
+def _finish(b: Board, abort_reason: str | None = None) -> None:
+    if _BOARDS.get(b.name) is not b:
+        return
+    del _BOARDS[b.name]
+    from .results import parse_console_facts
+
+    strategy = b.strategy
+    try:
+        if strategy.recorder is not None:
+            b.record.set_info(**parse_console_facts(strategy.recorder.text()),
+                              stage_marks=dict(strategy.marks))
+    finally:
+        try:
+            if abort_reason:
+                b.record.abort(abort_reason)
+            else:
+                b.record.finish()
+        finally:
+            try:
+                if strategy.status.name != "unknown":
+                    strategy.transition("off")
+            except Exception:  # the board may already be gone; the record is kept
+                pass
+            if strategy.recorder is not None:
+                strategy.recorder.close()
+            _FINISHED.append(b.record.dir)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    b = _board_of(item)
+    if b is None:
+        return
+    name = step_name(item)
+    if report.when == "setup" and report.passed:
+        b.record.step_started(name)
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        if report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            b.record.step_finished(name, "SKIP", report.duration, reason=reason.replace("Skipped: ", ""))
+        elif report.passed:
+            b.record.step_finished(name, "PASS", report.duration)
+        else:
+            status, classification, message, evidence = _classify(name, call.excinfo, b)
+            b.record.step_finished(name, status, report.duration, classification=classification,
+                                   message=message, evidence=evidence)
+
+
+def _classify(name, excinfo, b: Board):
+    exc = excinfo.value if excinfo else None
+    tail = b.strategy.recorder.tail(15) if b.strategy.recorder else []
+    if isinstance(exc, StageFailure):
+        return exc.status, exc.classification, exc.message, exc.evidence or tail
+    if isinstance(exc, TIMEOUT):
+        return "FAIL", f"stage-timeout:{name}", "no answer on the console in time", tail
+    if isinstance(exc, AssertionError):
+        return "FAIL", f"step-failed:{name}", str(exc).splitlines()[0] if str(exc) else "assertion", tail
+    if isinstance(exc, XenlabError):
+        return "ERROR", "harness-config", str(exc), []
+    if isinstance(exc, (KeyboardInterrupt,)):
+        return "ERROR", "interrupted", "interrupted", tail
+    text = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
+    return "ERROR", "harness-error", text.splitlines()[0], tail
+
+
+def _board_of(item) -> Board | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "board" not in callspec.params:
+        return None
+    return _BOARDS.get(callspec.params["board"])
+
+
+def pytest_runtest_setup(item):
+    # Per-target features: labgrid's lg_feature looks at the union of all targets.
+    b_name = getattr(getattr(item, "callspec", None), "params", {}).get("board")
+    env = _env(item.config)
+    if not b_name or env is None:
+        return
+    target_features = set(env.config.get_targets()[b_name].get("features", []) or [])
+    for marker in item.iter_markers("lg_feature"):
+        wanted = {marker.args[0]} if isinstance(marker.args[0], str) else set(marker.args[0])
+        missing = wanted - target_features - env.get_features()
+        if missing:
+            pytest.skip(f"target {b_name} lacks feature(s): {', '.join(sorted(missing))}")
+
+
+def pytest_sessionstart(session):
+    # SIGTERM (a killed CI job) ends the run like Ctrl-C: records say ABORTED.
+    def _term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _term)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Fixture teardown is skipped on some interrupts: never leave a record RUNNING.
+    for b in list(_BOARDS.values()):
+        _finish(b, abort_reason=f"pytest session ended ({exitstatus!s}) before the board's "
+                                "teardown")
+
+
+def pytest_terminal_summary(terminalreporter):
+    from .results import RunRecord, format_run
+
+    for path in _FINISHED:
+        terminalreporter.write_line("")
+        terminalreporter.write_line(format_run(RunRecord.load(path).data))
+

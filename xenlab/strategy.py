@@ -1,0 +1,360 @@
+"""XenStrategy: power a board and walk it off -> uboot -> xen -> dom0 -> shell.
+
+Each stage waits for its markers with its own timeout (the board profile's,
+times its multiplier) and watches the console for what must never appear
+(`console.MONITORS`); a failure is a `StageFailure` naming the stage, with the
+console lines that prove it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import re
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import attr
+from labgrid.factory import target_factory
+from labgrid.step import step
+from labgrid.strategy.common import Strategy, StrategyError, never_retry
+from pexpect import EOF, TIMEOUT
+
+from .boards import BoardProfile, load_profile
+from .bootplan import BootPlan
+from .console import MONITORS, ConsoleRecorder, clean
+from .dtb import resolve_dtb
+from .errors import StageFailure, XenlabError
+from .images import ImageSet, build_image_set
+
+
+class Status(enum.Enum):
+    unknown = 0
+    off = 1
+    uboot = 2
+    xen = 3
+    dom0 = 4
+    shell = 5
+
+
+# What each stage waits for, in order. The ready marker comes from the image set.
+STAGE_MARKERS = {
+    "xen": [("xen-banner", r"Xen version (\d+\.\d+\.\d+)"),
+            ("dom0-loading", r"\*\*\* LOADING DOMAIN 0 \*\*\*")],
+    "dom0": [("dom0-linux", r"Booting Linux on physical CPU"),
+             ("dom0-ready", "{ready}")],
+}
+
+
+@target_factory.reg_driver
+@attr.s(eq=False)
+class XenStrategy(Strategy):
+    """Boots Xen, Dom0 and a shell on a board described by a xenlab board profile.
+
+    Args:
+        board (str): board profile name (boards/<board>.yaml); defaults to the
+            target option `xenlab_board`
+        image_set (str): a built image set directory; default: the bundled set
+            for the profile's arch (built or found in the cache)
+    """
+
+    bindings = {
+        "power": "PowerProtocol",
+        "console": "ConsoleProtocol",
+        "uboot": "UBootDriver",
+        "shell": "XenShellDriver",
+        "tftp": {"TFTPProviderDriver", None},
+    }
+    board = attr.ib(default="", validator=attr.validators.instance_of(str))
+    image_set = attr.ib(default="", validator=attr.validators.instance_of(str))
+
+    status = attr.ib(default=Status.unknown)
+
+    def __attrs_post_init__(self):
+        super().__attrs_post_init__()
+        self.profile: BoardProfile | None = None
+        self.images: ImageSet | None = None
+        self.plan: BootPlan | None = None
+        self.recorder: ConsoleRecorder | None = None
+        self.marks: dict[str, float] = {}  # marker name -> seconds since power-on
+        self.facts: dict[str, str] = {}
+        self.stage_started: dict[str, float] = {}
+        self._t0 = None
+        self._boot_mark = 0
+        self._qemu_stderr = None
+
+    # -- configuration
+
+    def option(self, name: str, default: str = "") -> str:
+        env = self.target.env
+        if env is None:
+            return default
+        value = env.config.get_target_option(self.target.name, name, default)
+        return str(value) if value is not None else default
+
+    def prepare(self) -> BootPlan:
+        """Resolve profile, image set, DTB and plan (no power applied)."""
+        if self.plan is not None:
+            return self.plan
+        board = self.board or self.option("xenlab_board")
+        if not board:
+            raise XenlabError(f"target {self.target.name}: no board profile "
+                              "(set options: xenlab_board: NAME or XenStrategy board:)")
+        self.profile = load_profile(board)
+        self._check_uboot_driver()
+        chosen = os.environ.get("XENLAB_IMAGE_SET") or self.image_set or \
+            self.option("xenlab_image_set")
+        if chosen:
+            self.images = ImageSet.open(Path(chosen))
+        else:
+            self.images = build_image_set(self.profile.arch)
+        if self.images.arch != self.profile.arch:
+            raise XenlabError(f"image set {self.images.dir} is {self.images.arch}, board "
+                              f"{self.profile.name} is {self.profile.arch}")
+        dtb = resolve_dtb(self.profile)
+        self.plan = BootPlan.build(self.profile, {
+            "xen": self.images.path("xen"),
+            "dom0-kernel": self.images.path("dom0-kernel"),
+            "dom0-ramdisk": self.images.path("dom0-rootfs.cpio.gz"),
+        }, dtb)
+        return self.plan
+
+    def _check_uboot_driver(self) -> None:
+        if self.uboot.prompt != self.profile.uboot.prompt:
+            raise XenlabError(f"target {self.target.name}: UBootDriver prompt "
+                              f"{self.uboot.prompt!r} differs from the profile's uboot.prompt "
+                              f"{self.profile.uboot.prompt!r}", where=self.profile.where)
+        # The profile owns the stage timeout (labgrid's 30 s default is too short under TCG).
+        self.uboot.login_timeout = int(self.profile.timeout("uboot"))
+
+    def timeout(self, stage: str) -> float:
+        return self.profile.timeout(stage)
+
+    def record_to(self, console_log: Path) -> ConsoleRecorder:
+        """Write the console to `console_log` from now on (before power-on)."""
+        if self.recorder is not None:
+            self.recorder.close()
+        self.recorder = ConsoleRecorder(self.target, console_log)
+        return self.recorder
+
+    # -- transitions
+
+    @never_retry
+    @step(args=["status"])
+    def transition(self, status):
+        if not isinstance(status, Status):
+            status = Status[status]
+        if status == Status.unknown:
+            raise StrategyError(f"can not transition to {status}")
+        if status == self.status:
+            return
+        if status == Status.off:
+            self._power_off()
+        elif status == Status.uboot:
+            self.transition(Status.off)
+            self._to_uboot()
+        elif status == Status.xen:
+            if self.status != Status.uboot:
+                self.transition(Status.uboot)
+            self._to_xen()
+        elif status == Status.dom0:
+            if self.status != Status.xen:
+                self.transition(Status.xen)
+            self._to_dom0()
+        elif status == Status.shell:
+            if self.status != Status.dom0:
+                self.transition(Status.dom0)
+            self._to_shell()
+        else:
+            raise StrategyError(f"no transition found from {self.status} to {status}")
+        self.status = status
+
+    @never_retry
+    def force(self, status):
+        if not isinstance(status, Status):
+            status = Status[status]
+        self.prepare()
+        self.target.activate(self.console)
+        if status == Status.uboot:
+            self.target.activate(self.uboot)
+        elif status == Status.shell:
+            self.target.activate(self.shell)
+        self.status = status
+
+    # -- stages
+
+    def _power_off(self) -> None:
+        for drv in (self.shell, self.uboot):
+            self.target.deactivate(drv)
+        self.target.activate(self.power)
+        self.power.off()
+
+    @step()
+    def _to_uboot(self) -> None:
+        plan = self.prepare()
+        self.stage_started["uboot"] = time.monotonic()
+        if self.tftp is not None:
+            self.target.activate(self.tftp)
+            for name, path in plan.served_files().items():
+                staged = self.tftp.stage(str(path))
+                if os.path.basename(staged) != name:
+                    raise XenlabError(f"TFTP staged {path} as {staged}, the plan loads {name}")
+        # Console first, so nothing the board prints at power-on is lost.
+        self.target.activate(self.console)
+        self._power_on()
+        self._t0 = time.monotonic()
+        self.marks.clear()
+        try:
+            self.target.activate(self.uboot)
+        except Exception as exc:
+            raise self._failure("uboot", "ERROR", "uboot-unreachable",
+                                f"no U-Boot prompt {self.profile.uboot.prompt!r} within "
+                                f"{self.timeout('uboot'):.0f} s ({type(exc).__name__})") from None
+        self._mark("uboot")
+        for cmd in plan.uboot_prelude() + plan.uboot_commands()[:-1]:
+            self._uboot_check(cmd)
+
+    def _uboot_check(self, cmd: str) -> None:
+        try:
+            out, _, code = self.uboot.run(cmd, timeout=int(self.timeout("uboot")))
+        except TIMEOUT:
+            raise self._failure("uboot", "ERROR", "uboot-command-timeout",
+                                f"U-Boot command {cmd!r} did not return") from None
+        if code != 0:
+            text = "\n".join(out)
+            classification = "uboot-command-failed"
+            status = "ERROR"
+            for regex, st, label in MONITORS:
+                if re.search(regex, text):
+                    status, classification = st, label.format(guest="dom0")
+            if cmd.split()[0] in ("tftpb", "tftpboot") and classification == "uboot-command-failed":
+                classification = "tftp-load-failed"
+            raise self._failure("uboot", status, classification,
+                                f"U-Boot command {cmd!r} failed (status {code})", out[-10:])
+
+    @step()
+    def _to_xen(self) -> None:
+        self.stage_started["xen"] = time.monotonic()
+        self._boot_mark = self.recorder.mark() if self.recorder else 0
+        self.console.sendline(self.plan.uboot_commands()[-1])
+        self.target.deactivate(self.uboot)
+        m = self._wait("xen", *STAGE_MARKERS["xen"][0])
+        self.facts["xen_version"] = m.group(1).decode() if isinstance(m.group(1), bytes) \
+            else m.group(1)
+        self._wait("xen", *STAGE_MARKERS["xen"][1])
+
+    @step()
+    def _to_dom0(self) -> None:
+        self.stage_started["dom0"] = time.monotonic()
+        for name, pattern in STAGE_MARKERS["dom0"]:
+            self._wait("dom0", name, pattern.format(ready=re.escape(self.images.dom0_ready_marker)))
+
+    @step()
+    def _to_shell(self) -> None:
+        self.stage_started["shell"] = time.monotonic()
+        try:
+            self.target.activate(self.shell)
+        except (TIMEOUT, EOF) as exc:
+            raise self._failure("shell", "FAIL", "stage-timeout:shell",
+                                f"no Dom0 prompt {self.shell.prompt!r} on hvc0") from None
+        self._mark("shell")
+
+    # -- waiting with monitors
+
+    def _wait(self, stage: str, name: str, pattern: str):
+        """Wait for `pattern`; fail at once on a monitor, on silence past the stage timeout."""
+        monitors = [(r, s, c) for r, s, c in MONITORS
+                    if not (c == "uboot-reset-loop" and stage == "uboot")]
+        patterns = [pattern] + [r for r, _, _ in monitors]
+        deadline = self.stage_started[stage] + self.timeout(stage)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._stage_timeout(stage, name)
+            try:
+                index, _, match, _ = self.console.expect(patterns, timeout=min(left, 5.0))
+            except TIMEOUT:
+                self._check_alive(stage)
+                continue
+            except EOF:
+                raise self._failure(stage, "ERROR", "console-lost",
+                                    f"console closed while waiting for {name}") from None
+            if index == 0:
+                self._mark(name)
+                return match
+            regex, status, label = monitors[index - 1]
+            self._settle()  # the lines after a panic say why
+            raise self._failure(stage, status, label.format(guest="dom0"),
+                                f"{name}: console shows {regex!r}")
+
+    def _stage_timeout(self, stage: str, name: str) -> StageFailure:
+        self._check_alive(stage)
+        return self._failure(stage, "FAIL", f"stage-timeout:{stage}",
+                             f"no {name} within the {stage} stage's "
+                             f"{self.timeout(stage):.0f} s")
+
+    def _check_alive(self, stage: str) -> None:
+        child = getattr(self.power, "_child", None)
+        if child is not None and child.poll() is not None:
+            raise self._failure(stage, "ERROR", "board-died",
+                                f"QEMU exited with status {child.returncode}"
+                                + self._stderr_tail())
+
+    def _settle(self) -> None:
+        with contextlib.suppress(Exception):
+            self.console.settle(1.0, timeout=3.0)
+
+    def _mark(self, name: str) -> None:
+        if self._t0 is not None:
+            self.marks[name] = round(time.monotonic() - self._t0, 2)
+
+    def _failure(self, stage, status, classification, message, evidence=None) -> StageFailure:
+        if evidence is None:
+            evidence = self.recorder.tail(15) if self.recorder else []
+        return StageFailure(stage, status, classification, message, evidence)
+
+    # -- power
+
+    def _power_on(self) -> None:
+        """Power on; for QEMUDriver, guard labgrid's accept() and keep QEMU's stderr.
+
+        labgrid's QEMUDriver.on() blocks in accept() forever when QEMU dies on a
+        bad argument, and its stderr is the pytest process's (../shared/notes/labgrid.md).
+        """
+        sock = getattr(self.power, "_socket", None)
+        if not isinstance(sock, socket.socket):
+            try:
+                self.power.on()
+            except Exception as exc:
+                raise self._failure("power", "ERROR", "power-failed",
+                                    f"power on failed: {exc}") from None
+            return
+        self._qemu_stderr = tempfile.TemporaryFile()
+        saved = os.dup(2)
+        sock.settimeout(self.timeout("uboot"))
+        try:
+            os.dup2(self._qemu_stderr.fileno(), 2)  # QEMU inherits this as its stderr
+            self.power.on()
+        except Exception as exc:
+            os.dup2(saved, 2)
+            raise self._failure("power", "ERROR", "qemu-start-failed",
+                                f"QEMU did not start ({type(exc).__name__})" +
+                                self._stderr_tail()) from None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sock.settimeout(None)
+
+    def _stderr_tail(self) -> str:
+        if self._qemu_stderr is None:
+            return ""
+        child = getattr(self.power, "_child", None)
+        if child is not None:
+            with contextlib.suppress(Exception):
+                child.wait(timeout=2)
+        self._qemu_stderr.seek(0)
+        text = self._qemu_stderr.read().decode(errors="replace").strip()
+        return f": {text.splitlines()[-1]}" if text else ""
