@@ -137,10 +137,11 @@ def board(request):
                              run_id=request.config.getoption("--xenlab-run-id"))
     b = Board(target, record, request.config.getoption("--xenlab-tester"))
     _BOARDS[target.name] = b
-    strategy.record_to(record.console_path)
+    strategy.record_to(record.console_log)
     try:
         strategy.prepare()
-        record.set_info(arch=strategy.profile.arch, board_profile=strategy.profile.name,
+        record.arch = strategy.profile.arch
+        record.set_info(board_profile=strategy.profile.name,
                         image_set=str(strategy.images.dir),
                         image_set_hash=strategy.images.hash,
                         image_set_overrides=strategy.images.overrides,
@@ -176,7 +177,7 @@ def _finish(b: Board, abort_reason: str | None = None) -> None:
                 pass
             if strategy.recorder is not None:
                 strategy.recorder.close()
-            _FINISHED.append(b.record.dir)
+            _FINISHED.append(b.record.path)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -260,5 +261,5 @@ def pytest_terminal_summary(terminalreporter):
 
     for path in _FINISHED:
         terminalreporter.write_line("")
-        terminalreporter.write_line(format_run(RunRecord.load(path).data))
+        terminalreporter.write_line(format_run(RunRecord.load(path)))
 

@@ -1,0 +1,31 @@
+# The two commands (README): `make smoke` and `make test`. Both install what
+# they need first (Debian packages, venv, image sets).
+VENV := .venv
+PY := $(VENV)/bin/python
+XENLAB := $(VENV)/bin/xenlab
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: setup images smoke test bench clean
+
+setup:
+	scripts/setup-host
+
+images: setup
+	$(XENLAB) images build --arch arm64
+	$(XENLAB) images build --arch arm32
+
+# The smoke test on the QEMU board: run record under results/, per-step table.
+smoke: setup
+	$(XENLAB) images build --arch arm64
+	$(PYTEST) --lg-env farm.yaml testcases/ -p no:cacheprovider
+
+# Every test of the framework, including the end-to-end QEMU boot.
+test: setup
+	$(PYTEST) tests/ -p no:cacheprovider
+
+bench: setup
+	$(PY) bench/images.py
+	$(PY) bench/smoke.py
+
+clean:
+	rm -rf build .pytest_cache
