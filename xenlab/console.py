@@ -1,5 +1,5 @@
 """The board's UART: what it printed (ConsoleRecorder), what must never appear
-(MONITORS), and a shell on it that survives a noisy console (XenShellDriver).
+, and a shell on it that survives a noisy console (XenShellDriver).
 """
 
 from __future__ import annotations
@@ -21,22 +21,6 @@ from labgrid.protocol import CommandProtocol, ConsoleProtocol
 from labgrid.step import step, steps
 from labgrid.util import re_vt100
 from pexpect import TIMEOUT
-
-# Console lines that end a stage at once, whatever it waits for: (regex, status,
-# classification). Harmless QEMU noise (`CPU0 has no enable method`, `vGICD:
-# unhandled word write`, `Unhandled SMC/HVC`) is deliberately absent.
-MONITORS: tuple[tuple[str, str, str], ...] = (
-    (r"Panic on CPU \d+", "FAIL", "xen-panic"),
-    (r"Xen BUG at ", "FAIL", "xen-bug"),
-    (r"Assertion '[^']*' failed", "FAIL", "xen-bug"),
-    (r"- Xen must be entered in NS EL2 mode -", "FAIL", "xen-not-hyp-mode"),
-    (r"Kernel panic - not syncing", "FAIL", "{guest}-panic"),
-    (r"Bad Linux ARM(?:64)? (?:Image|zImage) magic", "FAIL", "boot-image-format"),
-    (r"TFTP error: 'File not found'", "ERROR", "tftp-file-missing"),
-    # The bootloader's banner after boot started: the board reset (LAVA's monitor).
-    (r"U-Boot 20\d\d\.\d\d", "FAIL", "uboot-reset-loop"),
-)
-
 
 def clean(text: str) -> str:
     """Console text without VT100 sequences and carriage returns."""

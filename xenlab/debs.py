@@ -104,6 +104,8 @@ def extract(pkg: DebPackage) -> Path:
             proc = subprocess.run(["dpkg-deb", "-x", str(pkg.deb_path()), str(tmp)],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
+                if "No space left" in proc.stderr:
+                    raise OSError(errno.ENOSPC, "No space left on device")
                 raise XenlabError(f"dpkg -x {pkg.name} failed: {proc.stderr.strip()}")
     except OSError as exc:
         raise _disk_error(exc, final) from None

@@ -2,7 +2,7 @@
 
 Each stage waits for its markers with its own timeout (the board profile's,
 times its multiplier) and watches the console for what must never appear
-(`console.MONITORS`); a failure is a `StageFailure` naming the stage, with the
+(`monitors.MONITORS`); a failure is a `StageFailure` naming the stage, with the
 console lines that prove it.
 """
 
@@ -25,7 +25,8 @@ from pexpect import EOF, TIMEOUT
 
 from .boards import BoardProfile, load_profile
 from .bootplan import BootPlan
-from .console import MONITORS, ConsoleRecorder, clean
+from .console import ConsoleRecorder
+from .monitors import MONITORS
 from .dtb import resolve_dtb
 from .errors import StageFailure, XenlabError
 from .images import ImageSet, build_image_set
@@ -227,9 +228,9 @@ class XenStrategy(Strategy):
             text = "\n".join(out)
             classification = "uboot-command-failed"
             status = "ERROR"
-            for regex, st, label in MONITORS:
-                if re.search(regex, text):
-                    status, classification = st, label.format(guest="dom0")
+            for mon in MONITORS:
+                if mon.regex.search(text):
+                    status, classification = mon.status, mon.classification.format(guest="dom0")
             if cmd.split()[0] in ("tftpb", "tftpboot") and classification == "uboot-command-failed":
                 classification = "tftp-load-failed"
             raise self._failure("uboot", status, classification,
@@ -266,9 +267,8 @@ class XenStrategy(Strategy):
 
     def _wait(self, stage: str, name: str, pattern: str):
         """Wait for `pattern`; fail at once on a monitor, on silence past the stage timeout."""
-        monitors = [(r, s, c) for r, s, c in MONITORS
-                    if not (c == "uboot-reset-loop" and stage == "uboot")]
-        patterns = [pattern] + [r for r, _, _ in monitors]
+        monitors = [m for m in MONITORS if not (m.after_boot and stage == "uboot")]
+        patterns = [pattern] + [m.live_pattern for m in monitors]
         deadline = self.stage_started[stage] + self.timeout(stage)
         while True:
             left = deadline - time.monotonic()
@@ -285,10 +285,10 @@ class XenStrategy(Strategy):
             if index == 0:
                 self._mark(name)
                 return match
-            regex, status, label = monitors[index - 1]
+            mon = monitors[index - 1]
             self._settle()  # the lines after a panic say why
-            raise self._failure(stage, status, label.format(guest="dom0"),
-                                f"{name}: console shows {regex!r}")
+            raise self._failure(stage, mon.status, mon.classification.format(guest="dom0"),
+                                f"waiting for {name}: console shows {mon.regex.pattern!r}")
 
     def _stage_timeout(self, stage: str, name: str) -> StageFailure:
         self._check_alive(stage)
