@@ -43,8 +43,9 @@ def test_smoke_passes_on_every_qemu_board(smoke_run):
     assert " skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
 
 
-@pytest.mark.parametrize("target_name", ["qemu-arm64"])
-def test_run_record_is_complete(smoke_run, target_name):
+@pytest.mark.parametrize("target_name,toolchain", [("qemu-arm64", "aarch64-linux-gnu"),
+                                                   ("qemu-arm32", "arm-linux-gnueabihf")])
+def test_run_record_is_complete(smoke_run, target_name, toolchain):
     _, results = smoke_run
     record, run_dir = _record(results, target_name)
     assert record["verdict"] == "PASS", record
@@ -58,7 +59,9 @@ def test_run_record_is_complete(smoke_run, target_name):
     assert record["tester"] == "ci" and record["target"] == target_name
 
     console = (run_dir / "console.log").read_text(errors="replace")
-    assert "(XEN) Xen version 4.17" in console, console[:3000]
+    banner = re.search(r"\(XEN\) Xen version 4\.17\.\d+ .*", console)
+    assert banner, console[:3000]
+    assert toolchain in banner.group(0)  # the Xen of this board's arch
     assert re.search(r"Domain-0\s+0\s+\d+", console)
     assert "XENLAB-DOMU-READY" in console
 
