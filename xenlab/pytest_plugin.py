@@ -111,14 +111,20 @@ class Board:
         try:
             self.strategy.transition(state)
         except StrategyError as exc:
-            cause = exc.__cause__ or self.strategy.broken
+            # never_retry wraps each nested transition: find the first real cause.
+            cause = exc
+            while isinstance(cause, StrategyError) and cause.__cause__ is not None:
+                cause = cause.__cause__
             if isinstance(cause, StageFailure):
                 self.failure = cause
                 raise cause from None
             if isinstance(cause, XenlabError):
                 self.failure = StageFailure("prepare", "ERROR", "harness-config", str(cause))
-                raise self.failure from None
-            raise
+            else:
+                tail = self.strategy.recorder.tail(15) if self.strategy.recorder else []
+                self.failure = StageFailure(state, "ERROR", "harness-error",
+                                            f"{type(cause).__name__}: {cause}", tail)
+            raise self.failure from cause
         return self.strategy
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import ipaddress
 import os
 import re
 import socket
@@ -60,6 +61,12 @@ class XenStrategy(Strategy):
             target option `xenlab_board`
         image_set (str): a built image set directory; default: the bundled set
             for the profile's arch (built or found in the cache)
+        tftp_server (str): the lab's TFTP server as the board reaches it (IPv4);
+            set as U-Boot's serverip after the profile's init commands
+            (default: whatever they or DHCP left)
+        console_after_power (bool): the console's server only exists while the
+            board is powered (the bench's QEMU `-serial tcp:...,server`):
+            connect after power-on, drop the connection at power-off
     """
 
     bindings = {
@@ -71,6 +78,8 @@ class XenStrategy(Strategy):
     }
     board = attr.ib(default="", validator=attr.validators.instance_of(str))
     image_set = attr.ib(default="", validator=attr.validators.instance_of(str))
+    tftp_server = attr.ib(default="", validator=attr.validators.instance_of(str))
+    console_after_power = attr.ib(default=False, validator=attr.validators.instance_of(bool))
 
     status = attr.ib(default=Status.unknown)
 
@@ -106,6 +115,12 @@ class XenStrategy(Strategy):
                               "(set options: xenlab_board: NAME or XenStrategy board:)")
         self.profile = load_profile(board)
         self._check_uboot_driver()
+        if self.tftp_server:
+            try:  # it goes into a U-Boot command: an address, nothing else
+                ipaddress.IPv4Address(self.tftp_server)
+            except ValueError:
+                raise XenlabError(f"target {self.target.name}: XenStrategy tftp_server "
+                                  f"{self.tftp_server!r} is not an IPv4 address") from None
         chosen = os.environ.get("XENLAB_IMAGE_SET") or self.image_set or \
             self.option("xenlab_image_set")
         if chosen:
@@ -190,6 +205,8 @@ class XenStrategy(Strategy):
     def _power_off(self) -> None:
         for drv in (self.shell, self.uboot):
             self.target.deactivate(drv)
+        if self.console_after_power:
+            self.target.deactivate(self.console)  # its server goes away with the board
         self.target.activate(self.power)
         self.power.off()
 
@@ -198,14 +215,13 @@ class XenStrategy(Strategy):
         plan = self.prepare()
         self.stage_started["uboot"] = time.monotonic()
         if self.tftp is not None:
-            self.target.activate(self.tftp)
-            for name, path in plan.served_files().items():
-                staged = self.tftp.stage(str(path))
-                if os.path.basename(staged) != name:
-                    raise XenlabError(f"TFTP staged {path} as {staged}, the plan loads {name}")
+            self._stage_tftp(plan)
         # Console first, so nothing the board prints at power-on is lost.
-        self.target.activate(self.console)
+        if not self.console_after_power:
+            self._activate_console()
         self._power_on()
+        if self.console_after_power:
+            self._activate_console(retry_for=5.0)
         self._t0 = time.monotonic()
         self.marks.clear()
         try:
@@ -215,8 +231,44 @@ class XenStrategy(Strategy):
                                 f"no U-Boot prompt {self.profile.uboot.prompt!r} within "
                                 f"{self.timeout('uboot'):.0f} s ({type(exc).__name__})") from None
         self._mark("uboot")
-        for cmd in plan.uboot_prelude() + plan.uboot_commands()[:-1]:
+        prelude = plan.uboot_prelude()
+        if self.tftp_server:
+            prelude.append(f"setenv serverip {self.tftp_server}")
+        for cmd in prelude + plan.uboot_commands()[:-1]:
             self._uboot_check(cmd)
+
+    def _stage_tftp(self, plan: BootPlan) -> None:
+        try:
+            self.target.activate(self.tftp)
+            for name, path in plan.served_files().items():
+                staged = self.tftp.stage(str(path))
+                if os.path.basename(staged) != name:
+                    raise XenlabError(f"TFTP staged {path} as {staged}, the plan loads {name}")
+        except XenlabError:
+            raise
+        except Exception as exc:  # a full or unwritable directory, the exporter's SSH
+            raise self._failure("uboot", "ERROR", "tftp-stage-failed",
+                                f"TFTP provider {self.tftp.provider.internal}: cannot stage "
+                                f"the boot files: {_one_line(exc)}") from None
+
+    def _activate_console(self, retry_for: float = 0.0) -> None:
+        """Connect the console, or fail as the lab's ERROR naming the port."""
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                self.target.activate(self.console)
+                return
+            except Exception as exc:  # pyserial's SerialException, a refused socket
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                port = getattr(self.console, "port", None)
+                where = (f"{type(port).__name__} {port.host}:{port.port}"
+                         if hasattr(port, "host") and hasattr(port, "port") else
+                         type(self.console).__name__)
+                raise self._failure("power" if self.console_after_power else "uboot",
+                                    "ERROR", "console-unreachable",
+                                    f"console {where} unreachable: {_one_line(exc)}") from None
 
     def _uboot_check(self, cmd: str) -> None:
         try:
@@ -282,6 +334,10 @@ class XenStrategy(Strategy):
             except EOF:
                 raise self._failure(stage, "ERROR", "console-lost",
                                     f"console closed while waiting for {name}") from None
+            except OSError as exc:  # pyserial's SerialException, a reset socket
+                self._check_alive(stage)
+                raise self._failure(stage, "ERROR", "console-lost",
+                                    f"console lost while waiting for {name}: {exc}") from None
             if index == 0:
                 self._mark(name)
                 return match
@@ -329,8 +385,13 @@ class XenStrategy(Strategy):
             try:
                 self.power.on()
             except Exception as exc:
+                # An external command's own last line says why (bench-qemu, a PDU script).
+                out = getattr(exc, "output", None)
+                lines = [l.strip() for l in (out.decode(errors="replace") if isinstance(
+                    out, bytes) else str(out or "")).splitlines() if l.strip()]
+                why = lines[-1] if lines else _one_line(exc)
                 raise self._failure("power", "ERROR", "power-failed",
-                                    f"power on failed: {exc}") from None
+                                    f"{type(self.power).__name__}: power on failed: {why}") from None
             return
         self._qemu_stderr = tempfile.TemporaryFile()
         saved = os.dup(2)
@@ -358,3 +419,8 @@ class XenStrategy(Strategy):
         self._qemu_stderr.seek(0)
         text = self._qemu_stderr.read().decode(errors="replace").strip()
         return f": {text.splitlines()[-1]}" if text else ""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

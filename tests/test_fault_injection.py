@@ -1,0 +1,197 @@
+"""Fault injection without QEMU: a recorded console replayed as a board (tests/fakeboard.py)
+through the same strategy, plugin and run record as a real run.
+
+Each scenario asserts the verdict, the classification, and that console.log and
+run.json were kept.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fakeboard import FakeBoard
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PROFILE = HERE / "data" / "fake-arm64.yaml"
+BOOT_STEPS = "uboot or xen_boots or dom0_boots or xl_info or xl_list"
+
+
+def _env_file(tmp_path, board: FakeBoard, profile: Path = PROFILE, power_on: str | None = None):
+    poke = f"{sys.executable} {HERE / 'fakeboard.py'} poke {board.control_port} %s"
+    env = tmp_path / "fake.yaml"
+    env.write_text(f"""
+imports: [xenlab.console, xenlab.strategy]
+targets:
+  fake-arm64:
+    options:
+      xenlab_board: {profile}
+    resources:
+      NetworkSerialPort: {{host: 127.0.0.1, port: {board.console_port}, protocol: raw}}
+    drivers:
+      SerialDriver: {{}}
+      ExternalPowerDriver:
+        cmd_on: '{power_on or poke % "on"}'
+        cmd_off: '{poke % "off"}'
+      UBootDriver:
+        prompt: "=> "
+        autoboot: "Hit any key to stop autoboot:"
+      XenShellDriver:
+        txdelay: 0.0
+      XenStrategy: {{}}
+""")
+    return env
+
+
+def _pytest_cmd(env: Path, results: Path) -> list[str]:
+    return [sys.executable, "-m", "pytest", "--lg-env", str(env), str(REPO / "testcases"),
+            "--xenlab-results", str(results), "-k", BOOT_STEPS, "-p", "no:cacheprovider", "-q",
+            "-p", "no:randomly"]
+
+
+def run_scenario(tmp_path, scenario, **kw):
+    board = FakeBoard(scenario)
+    try:
+        env = _env_file(tmp_path, board, **kw)
+        results = tmp_path / "results"
+        proc = subprocess.run(_pytest_cmd(env, results), cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        board.close()
+    return proc, _only_run(results)
+
+
+def _only_run(results: Path) -> Path:
+    runs = list((results / "fake-arm64").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def _record(run: Path) -> dict:
+    return json.loads((run / "run.json").read_text())
+
+
+def _first_bad(record):
+    return next(s for s in record["steps"] if s["status"] not in ("PASS", "SKIP"))
+
+
+def test_clean_replay_passes(tmp_path):
+    """The replayed board itself is sound: the unmodified transcript passes."""
+    proc, run = run_scenario(tmp_path, "clean")
+    record = _record(run)
+    assert record["verdict"] == "PASS", (record, proc.stdout[-3000:])
+    assert [s["name"] for s in record["steps"]] == ["uboot", "xen_boots", "dom0_boots",
+                                                     "xl_info", "xl_list"]
+    assert record["info"]["xen_version"] == "4.17.5"
+    assert "Xen version 4.17.5" in (run / "console.log").read_text(errors="replace")
+
+
+@pytest.mark.parametrize("scenario,stage,status,classification,evidence", [
+    ("hang-uboot", "uboot", "ERROR", "uboot-unreachable", "Hit any key"),
+    ("tftp-missing", "uboot", "ERROR", "tftp-file-missing", "File not found"),
+    ("hang-xen", "xen_boots", "FAIL", "stage-timeout:xen", None),
+    ("xen-panic", "xen_boots", "FAIL", "xen-panic", "Panic on CPU 0"),
+    ("uboot-reset", "xen_boots", "FAIL", "uboot-reset-loop", "U-Boot 2023.01"),
+    ("hang-dom0", "dom0_boots", "FAIL", "stage-timeout:dom0", None),
+    ("dom0-panic", "dom0_boots", "FAIL", "dom0-panic", "Kernel panic - not syncing"),
+    ("hang-shell", "dom0_boots", "FAIL", "stage-timeout:shell", "XENLAB-DOM0-READY"),
+    ("eof", "dom0_boots", "ERROR", "console-lost", None),
+])
+def test_fault_is_classified_and_kept(tmp_path, scenario, stage, status, classification, evidence):
+    proc, run = run_scenario(tmp_path, scenario)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout.split("short test summary")[-1]
+    record = _record(run)
+    bad = _first_bad(record)
+    assert (bad["name"], bad["status"], bad["classification"]) == (stage, status, classification), bad
+    assert (record["verdict"], record["classification"]) == (status, classification)
+    # Later steps are skipped with the reason, not failed again.
+    after = record["steps"][[s["name"] for s in record["steps"]].index(stage) + 1:]
+    assert after and all(s["status"] == "SKIP" and "did not boot" in s["reason"] for s in after)
+    console = (run / "console.log").read_text(errors="replace")
+    assert "U-Boot 2023.01" in console  # the whole stream was kept
+    if evidence:
+        assert any(evidence in line for line in bad["evidence"]), bad["evidence"]
+    junit = (run / "junit.xml").read_text()
+    assert classification in junit
+
+
+def test_garbage_on_the_console_does_not_break_the_boot(tmp_path):
+    proc, run = run_scenario(tmp_path, "garbage")
+    record = _record(run)
+    assert record["verdict"] == "PASS", (_first_bad(record), proc.stdout[-2000:])
+    assert (run / "console.log").stat().st_size > 10000
+
+
+def test_power_failure_is_a_lab_error(tmp_path):
+    proc, run = run_scenario(tmp_path, "clean", power_on="false")
+    record = _record(run)
+    bad = _first_bad(record)
+    assert (bad["name"], bad["status"], bad["classification"]) == ("uboot", "ERROR", "power-failed")
+    assert record["verdict"] == "ERROR"
+
+
+def test_ctrl_c_leaves_an_aborted_record_and_the_log(tmp_path):
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(PROFILE.read_text().replace(
+        "timeouts: {uboot: 3, xen: 3, dom0: 3, shell: 3, domu: 3}",
+        "timeouts: {uboot: 3, xen: 3, dom0: 120, shell: 3, domu: 3}"))
+    board = FakeBoard("hang-dom0")
+    try:
+        env = _env_file(tmp_path, board, profile=slow)
+        results = tmp_path / "results"
+        proc = subprocess.Popen(_pytest_cmd(env, results), cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            logs = list(results.glob("fake-arm64/*/console.log"))
+            if logs and "Booting Linux" in logs[0].read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        else:
+            proc.kill()
+            pytest.fail("the replayed board never reached Dom0")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        board.close()
+    run = _only_run(results)
+    record = _record(run)
+    assert record["verdict"] == "ABORTED", (record, out[-2000:])
+    assert record["verdict_reason"]
+    assert record["end"]
+    assert "Booting Linux" in (run / "console.log").read_text(errors="replace")
+
+
+def test_killed_harness_leaves_the_log_and_a_running_record(tmp_path):
+    """SIGKILL gives no chance to clean up: what was written is still whole."""
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(PROFILE.read_text().replace("dom0: 3,", "dom0: 120,"))
+    board = FakeBoard("hang-dom0")
+    try:
+        env = _env_file(tmp_path, board, profile=slow)
+        results = tmp_path / "results"
+        proc = subprocess.Popen(_pytest_cmd(env, results), cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            logs = list(results.glob("fake-arm64/*/console.log"))
+            if logs and "Booting Linux" in logs[0].read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        proc.kill()
+        proc.wait()
+    finally:
+        board.close()
+    run = _only_run(results)
+    record = _record(run)  # complete JSON despite the kill
+    assert record["verdict"] == "RUNNING"
+    assert [s["status"] for s in record["steps"]][:2] == ["PASS", "PASS"]
+    assert "Booting Linux" in (run / "console.log").read_text(errors="replace")
