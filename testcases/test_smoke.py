@@ -56,6 +56,7 @@ def test_xl_list(board):
 def test_domu_create_console(board):
     """`xl create` of the seed-style guest, `xl console` reaches its shell, Ctrl-] returns."""
     board.boot("shell")
+    board.guest = GUEST
     out, _, status = board.shell.run(f"xl create {GUEST_CFG}", timeout=120)
     assert status == 0, out
     board.domu_up = True

@@ -25,6 +25,11 @@ SHELL_OUTPUT = {
     "xl info": "host                   : dom0\nrelease                : 6.1.0-50-cloud-arm64\n"
                "xen_version            : 4.17.5\nnr_cpus                : 2\n"
                "xen_caps               : xen-3.0-aarch64 xen-3.0-armv7l",
+    "xl create /root/guest.cfg": "Parsing config from /root/guest.cfg",
+    "xl domid guest": "1",
+    # What xenctx shows for a guest that trapped before its console came up (seed §10.1).
+    "xenctx 1": "PC:       0000000c\nLR:       00000000\nSP:       00000000\nCPSR:     000001d3",
+    "xl dmesg": "(XEN) Xen version 4.17.5 (Debian 4.17.5+72-g01140da4e8-1)",
     "xl list": "Name                                        ID   Mem VCPUs\tState\tTime(s)\n"
                "Domain-0                                     0   512     1     r-----       3.1",
 }
@@ -35,7 +40,7 @@ PANIC_XEN = ["(XEN) ****************************************", "(XEN) Panic on C
 PANIC_DOM0 = ["[    1.234567] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
               "[    1.234600] CPU: 0 PID: 1 Comm: swapper/0 Not tainted 6.1.0-50-cloud-arm64 #1"]
 
-SCENARIOS = ("clean", "hang-uboot", "hang-xen", "hang-dom0", "hang-shell", "xen-panic",
+SCENARIOS = ("domu-silent", "clean", "hang-uboot", "hang-xen", "hang-dom0", "hang-shell", "xen-panic",
              "dom0-panic", "garbage", "uboot-reset", "eof", "tftp-missing")
 
 
@@ -223,6 +228,9 @@ class FakeBoard:
             if line is None:
                 return
             self._send((line + "\r\n").encode())
+            if line.startswith("xl console "):
+                self._silent_guest()
+                continue
             m = re.match(r"_x (\w+) '(.*)'$", line)
             if m:
                 cmd = m.group(2)
@@ -232,6 +240,15 @@ class FakeBoard:
                 body = out.replace("\n", "\r\n")
                 self._send(f"={m.group(1)}=B=\r\n{body}\r\n={m.group(1)}=E={status}=\r\n".encode())
             self._send(DOM0_PROMPT)
+
+
+    def _silent_guest(self) -> None:
+        """`xl console` on a guest that prints nothing: wait for Ctrl-] (0x1d)."""
+        self._conn.settimeout(None)
+        while self._power.is_set():
+            b = self._conn.recv(1)
+            if not b or b == b"\x1d":
+                return
 
 
 if __name__ == "__main__":  # power: `fakeboard.py poke PORT on|off` (ExternalPowerDriver)

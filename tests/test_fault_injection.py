@@ -195,3 +195,53 @@ def test_killed_harness_leaves_the_log_and_a_running_record(tmp_path):
     assert record["verdict"] == "RUNNING"
     assert [s["status"] for s in record["steps"]][:2] == ["PASS", "PASS"]
     assert "Booting Linux" in (run / "console.log").read_text(errors="replace")
+
+
+def test_silent_domu_is_diagnosed_as_an_early_trap(tmp_path):
+    """A DomU that prints nothing: xenctx shows PC 0x0000000c, the seed's CONFIG_DEBUG_LL trap."""
+    board = FakeBoard("domu-silent")
+    slow = tmp_path / "domu.yaml"
+    slow.write_text(PROFILE.read_text())
+    try:
+        env = _env_file(tmp_path, board, profile=slow)
+        results = tmp_path / "results"
+        cmd = _pytest_cmd(env, results)
+        cmd[cmd.index("-k") + 1] = BOOT_STEPS + " or domu_create_console"
+        subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        board.close()
+    run = _only_run(results)
+    record = _record(run)
+    bad = _first_bad(record)
+    assert (bad["name"], bad["status"], bad["classification"]) == \
+        ("domu_create_console", "FAIL", "domu-early-trap")
+    assert "CONFIG_DEBUG_LL" in bad["message"] and "§10.1" in bad["message"]
+    assert "PC:       0000000c" in (run / "diagnostics" / "xenctx-d1.txt").read_text()
+    assert "Xen version" in (run / "diagnostics" / "xl-dmesg.txt").read_text()
+
+
+def test_known_issue_is_reported_as_known_not_hidden(tmp_path):
+    known = tmp_path / "known.yaml"
+    known.write_text("""
+- id: xl-0001
+  board: fake-*
+  step: xen_boots
+  regex: "Injected by xenlab's fault tests"
+  label: fault-injection panic
+  link: https://example.invalid/xl-0001
+  culprit: xen
+""")
+    board = FakeBoard("xen-panic")
+    try:
+        env = _env_file(tmp_path, board)
+        results = tmp_path / "results"
+        cmd = _pytest_cmd(env, results) + ["--xenlab-known-issues", str(known)]
+        subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        board.close()
+    record = _record(_only_run(results))
+    bad = next(s for s in record["steps"] if s["name"] == "xen_boots")
+    assert bad["status"] == "KNOWN" and bad["original_status"] == "FAIL"
+    assert bad["known"]["label"] == "fault-injection panic"
+    assert bad["classification"] == "xen-panic"
+    assert record["verdict"] == "KNOWN"

@@ -171,13 +171,13 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", domain):
             raise ValueError(f"not a domain name: {domain!r}")
         self.type_line(f"xl console {domain}")
+        self._where = "guest"  # attached from here on, even if the guest stays silent
         got = ""
         if marker:
             _, before, _, _ = self.console.expect(marker, timeout=timeout)
             got = clean(before.decode("utf-8", errors="replace"))
         self.console.write(b"\r")
         self.console.expect(self.guest_prompt, timeout=timeout)
-        self._where = "guest"
         self._prompts["guest"] = self.guest_prompt
         self._define_helper()
         return got

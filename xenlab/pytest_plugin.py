@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from labgrid.strategy.common import StrategyError
 from pexpect import TIMEOUT
 
 from .errors import StageFailure, XenlabError
+from .known_issues import failure_text, load_known_issues, match as match_known_issue
 
 try:  # labgrid's plugin stashes the environment it loaded from --lg-env
     from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
@@ -37,8 +39,14 @@ def pytest_addoption(parser):
                     help="results directory (default: results/ beside the env file)")
     group.addoption("--xenlab-tester", default=os.environ.get("XENLAB_TESTER") or getpass.getuser(),
                     help="who ran the test (recorded in run.json)")
+    group.addoption("--xenlab-known-issues", default=None,
+                    help="known-issues file (default: boards/known-issues.yaml)")
     group.addoption("--xenlab-run-id", default=os.environ.get("XENLAB_RUN_ID"),
                     help="run id (default: time-based, unique)")
+    group.addoption("--xenlab-place-wait", type=float,
+                    default=float(os.environ.get("XENLAB_PLACE_WAIT") or 60),
+                    help="seconds to wait for a RemotePlace target's place held by someone "
+                         "else (default 60)")
 
 
 def _env(config):
@@ -90,6 +98,8 @@ class Board:
         self.failure: StageFailure | None = None
         self.features = set(getattr(target, "features", set()) or set())
         self.domu_up = False
+        self.guest: str | None = None  # the DomU a step is working with, for diagnosis
+        self.known_issues: list = []
 
     @property
     def shell(self):
@@ -134,9 +144,10 @@ def board(request):
     from .results import RunRecord  # results sit after the strategy in the pipeline
 
     env = _env(request.config)
-    target = env.get_target(request.param)
     root = Path(request.config.getoption("--xenlab-results") or
                 Path(env.config_file).resolve().parent / "results")
+    lease = _hold_place(request, env, root)  # RemotePlace targets: before labgrid looks
+    target = env.get_target(request.param)
     strategy = target.get_driver("XenStrategy")
     record = RunRecord.start(root, target.name, target=target.name, arch="?",
                              tester=request.config.getoption("--xenlab-tester"),
@@ -145,6 +156,7 @@ def board(request):
     _BOARDS[target.name] = b
     strategy.record_to(record.console_log)
     try:
+        b.known_issues = load_known_issues(request.config.getoption("--xenlab-known-issues"))
         strategy.prepare()
         record.arch = strategy.profile.arch
         record.set_info(board_profile=strategy.profile.name,
@@ -153,9 +165,64 @@ def board(request):
                         image_set_overrides=strategy.images.overrides,
                         expected_xen_version=strategy.images.xen_version)
     except XenlabError as exc:
+        # A step of its own, so the record says why nothing ran.
         b.failure = StageFailure("prepare", "ERROR", "harness-config", str(exc))
+        record.step_started("prepare")
+        record.step_finished("prepare", "ERROR", 0.0, classification="harness-config",
+                             message=str(exc))
     yield b
+    _check_place(b, lease)
     _finish(b)
+
+
+def _place_of(env, target_name: str) -> str | None:
+    """The place name of a target built from a RemotePlace, else None."""
+    resources = (env.config.get_targets() or {}).get(target_name, {}).get("resources") or {}
+    entries = resources.items() if isinstance(resources, dict) else \
+        (next(iter(r.items())) for r in resources if isinstance(r, dict) and r)
+    for cls, args in entries:
+        if (args or {}).get("cls", cls) == "RemotePlace":
+            return str((args or {}).get("name") or target_name)
+    return None
+
+
+def _hold_place(request, env, root: Path):
+    """Acquire a RemotePlace target's place (xenlab.farm); released at teardown, or at exit."""
+    place = _place_of(env, request.param)
+    if place is None:
+        return None
+    from . import farm
+    from .results import RunRecord
+
+    try:
+        lease = farm.PlaceLease.acquire(place, farm.coordinator_address(env=env),
+                                        timeout=request.config.getoption("--xenlab-place-wait"))
+    except farm.FarmError as exc:
+        record = RunRecord.start(root, request.param, target=request.param, arch="?",
+                                 tester=request.config.getoption("--xenlab-tester"),
+                                 run_id=request.config.getoption("--xenlab-run-id"),
+                                 info={"place": place})
+        record.step_finished("place", "ERROR", 0.0, classification=exc.classification,
+                             message=str(exc))
+        record.finish()
+        _FINISHED.append(record.path)
+        pytest.fail(f"xenlab: {exc}", pytrace=False)
+    request.addfinalizer(lease.release)  # runs after the board's own teardown
+    return lease
+
+
+def _check_place(b: Board, lease) -> None:
+    """A place whose exporter vanished mid-run makes the run the lab's ERROR."""
+    if lease is None:
+        return
+    from .farm import FarmError
+
+    b.record.set_info(place=lease.name, place_wait_s=lease.waited)
+    try:
+        lease.check()
+    except FarmError as exc:
+        b.record.step_finished("place", "ERROR", 0.0, classification=exc.classification,
+                               message=str(exc))
 
 
 def _finish(b: Board, abort_reason: str | None = None) -> None:
@@ -205,8 +272,39 @@ def pytest_runtest_makereport(item, call):
             b.record.step_finished(name, "PASS", report.duration)
         else:
             status, classification, message, evidence = _classify(name, call.excinfo, b)
+            classification, message = _diagnose(b, name, call.excinfo, classification, message)
+            known = match_known_issue(b.name, name, failure_text(classification, message,
+                                                                 evidence),
+                                      issues=b.known_issues)
             b.record.step_finished(name, status, report.duration, classification=classification,
-                                   message=message, evidence=evidence)
+                                   message=message, evidence=evidence, known=known)
+
+
+def _diagnose(b: "Board", step: str, excinfo, classification: str, message: str):
+    """Collect what explains the failure on the live board; maybe sharpen the label."""
+    from .diagnose import Diagnosis
+
+    exc = excinfo.value if excinfo else None
+    diag = Diagnosis(b.strategy, b.record.diagnostics)
+    try:
+        if isinstance(exc, StageFailure):
+            if exc.stage in ("xen", "dom0", "shell") and classification.startswith("stage-timeout"):
+                diag.hung_hypervisor_or_dom0()
+            return classification, message
+        if b.strategy.status.name != "shell":
+            return classification, message
+        if isinstance(exc, TIMEOUT) and b.guest and b.shell.in_guest:
+            trap = diag.silent_domu(b.guest)
+            if trap:
+                classification, hint = trap
+                message = f"DomU {b.guest} is silent; {hint}"
+            else:
+                classification = "domu-silent"
+                message = f"DomU {b.guest} printed nothing on its console"
+        diag.dom0_logs()
+    except Exception as err:  # diagnosis must never hide the failure itself
+        diag.save("diagnosis-error.txt", f"{type(err).__name__}: {err}\n")
+    return classification, message
 
 
 def _classify(name, excinfo, b: Board):
@@ -260,6 +358,8 @@ def pytest_sessionfinish(session, exitstatus):
     for b in list(_BOARDS.values()):
         _finish(b, abort_reason=f"pytest session ended ({exitstatus!s}) before the board's "
                                 "teardown")
+    if "xenlab.farm" in sys.modules:  # places whose teardown never came
+        sys.modules["xenlab.farm"].release_all()
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -208,7 +208,14 @@ class XenStrategy(Strategy):
         if self.console_after_power:
             self.target.deactivate(self.console)  # its server goes away with the board
         self.target.activate(self.power)
-        self.power.off()
+        try:
+            self.power.off()
+        except Exception as exc:
+            if getattr(self.power, "_socket", None) is not None:  # QEMUDriver: as before
+                raise
+            raise self._failure("power", "ERROR", "power-failed",
+                                f"{type(self.power).__name__}: power off failed: "
+                                f"{_command_why(exc)}") from None
 
     @step()
     def _to_uboot(self) -> None:
@@ -285,6 +292,10 @@ class XenStrategy(Strategy):
                     status, classification = mon.status, mon.classification.format(guest="dom0")
             if cmd.split()[0] in ("tftpb", "tftpboot") and classification == "uboot-command-failed":
                 classification = "tftp-load-failed"
+                if "Retry count exceeded" in text and "#" not in text:  # not one block came
+                    raise self._failure("uboot", "ERROR", "tftp-server-unreachable",
+                                        f"TFTP server {self.tftp_server or 'serverip'} did not "
+                                        f"answer {cmd!r}", out[-10:])
             raise self._failure("uboot", status, classification,
                                 f"U-Boot command {cmd!r} failed (status {code})", out[-10:])
 
@@ -308,12 +319,14 @@ class XenStrategy(Strategy):
     @step()
     def _to_shell(self) -> None:
         self.stage_started["shell"] = time.monotonic()
+        # The prompt within the shell stage's own timeout, monitors watching;
+        # then the driver takes over the console.
+        self._wait("shell", "dom0-prompt", self.shell.prompt)
         try:
             self.target.activate(self.shell)
-        except (TIMEOUT, EOF) as exc:
+        except (TIMEOUT, EOF):
             raise self._failure("shell", "FAIL", "stage-timeout:shell",
-                                f"no Dom0 prompt {self.shell.prompt!r} on hvc0") from None
-        self._mark("shell")
+                                f"the Dom0 shell on hvc0 does not answer") from None
 
     # -- waiting with monitors
 
@@ -385,13 +398,9 @@ class XenStrategy(Strategy):
             try:
                 self.power.on()
             except Exception as exc:
-                # An external command's own last line says why (bench-qemu, a PDU script).
-                out = getattr(exc, "output", None)
-                lines = [l.strip() for l in (out.decode(errors="replace") if isinstance(
-                    out, bytes) else str(out or "")).splitlines() if l.strip()]
-                why = lines[-1] if lines else _one_line(exc)
                 raise self._failure("power", "ERROR", "power-failed",
-                                    f"{type(self.power).__name__}: power on failed: {why}") from None
+                                    f"{type(self.power).__name__}: power on failed: "
+                                    f"{_command_why(exc)}") from None
             return
         self._qemu_stderr = tempfile.TemporaryFile()
         saved = os.dup(2)
@@ -424,3 +433,11 @@ class XenStrategy(Strategy):
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def _command_why(exc: BaseException) -> str:
+    """An external command's own last line says why (bench-qemu, a PDU script)."""
+    out = getattr(exc, "output", None)
+    text = out.decode(errors="replace") if isinstance(out, bytes) else str(out or "")
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return lines[-1] if lines else _one_line(exc)
