@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fakeboard import FakeBoard
+from xenlab.results import RunRecord
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -194,6 +195,10 @@ def test_killed_harness_leaves_the_log_and_a_running_record(tmp_path):
     record = _record(run)  # complete JSON despite the kill
     assert record["verdict"] == "RUNNING"
     assert [s["status"] for s in record["steps"]][:2] == ["PASS", "PASS"]
+    # Readers see that the writer is gone: ABORTED, and why.
+    loaded = RunRecord.load(run)
+    assert loaded.verdict.value == "ABORTED" and loaded.classification == "harness-killed"
+    assert str(record["harness_pid"]) in loaded.verdict_reason
     assert "Booting Linux" in (run / "console.log").read_text(errors="replace")
 
 

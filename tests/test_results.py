@@ -234,7 +234,10 @@ def test_sigkill_mid_write_leaves_complete_json(tmp_path, delay):
     assert d["verdict"] == "RUNNING" and d["run_id"] == "victim"
     assert all(s["status"] in ("PASS", "RUNNING") for s in d["steps"])
     # A record left RUNNING by a killed process still loads for reports.
-    assert RunRecord.load(tmp_path / BOARD / "victim").verdict is Status.RUNNING
+    # The file still says RUNNING; a reader sees that its writer was killed.
+    assert json.loads((tmp_path / BOARD / "victim" / "run.json").read_text())["verdict"] == "RUNNING"
+    loaded = RunRecord.load(tmp_path / BOARD / "victim")
+    assert (loaded.verdict, loaded.classification) == (Status.ABORTED, "harness-killed")
 
 
 CTRL_C_CHILD = """

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import json
+import os
 import re
 import secrets
 import socket
@@ -138,6 +139,7 @@ class RunRecord:
     verdict: Status = Status.RUNNING
     verdict_reason: str = ""
     classification: str | None = None
+    harness_pid: int | None = None  # who writes this record, to spot one that was killed
     _lock: threading.RLock = attr.ib(factory=threading.RLock, repr=False)
 
     # -- files
@@ -184,7 +186,7 @@ class RunRecord:
         (path / "diagnostics").mkdir()
         record = cls(path=path, board=board, run_id=rid, target=target, arch=arch,
                      tester=tester, host=socket.gethostname(), start_time=_now(),
-                     info=dict(info or {}))
+                     info=dict(info or {}), harness_pid=os.getpid())
         record.save()
         return record
 
@@ -301,6 +303,7 @@ class RunRecord:
             "verdict": self.verdict.value,
             "verdict_reason": self.verdict_reason,
             "classification": self.classification,
+            "harness_pid": self.harness_pid,
         }
 
     def save(self) -> None:
@@ -322,12 +325,31 @@ class RunRecord:
         if not isinstance(d, dict) or d.get("schema") != SCHEMA_VERSION:
             raise XenlabError(f"unknown run record schema {d.get('schema') if isinstance(d, dict) else None!r}"
                               f" (this xenlab reads {SCHEMA_VERSION})", where=str(file))
-        return cls(path=file.parent, board=d["board"], run_id=d["run_id"], target=d["target"],
+        record = cls(path=file.parent, board=d["board"], run_id=d["run_id"], target=d["target"],
                    arch=d["arch"], tester=d["tester"], host=d["host"], start_time=d["start"],
                    end_time=d.get("end"), info=d.get("info") or {},
                    steps=[Step.from_dict(s) for s in d.get("steps", [])],
                    verdict=Status(d["verdict"]), verdict_reason=d.get("verdict_reason", ""),
-                   classification=d.get("classification"))
+                   classification=d.get("classification"), harness_pid=d.get("harness_pid"))
+        if record.verdict is Status.RUNNING and record.orphaned():
+            # The writer was killed (SIGKILL, OOM, power): say so instead of RUNNING forever.
+            record.verdict = Status.ABORTED
+            record.classification = "harness-killed"
+            record.verdict_reason = (f"the harness (pid {record.harness_pid} on {record.host}) "
+                                     "ended without finishing the run")
+        return record
+
+    def orphaned(self) -> bool:
+        """True when the process writing this record on this host is gone."""
+        if self.harness_pid is None or self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.harness_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def write_junit(self) -> None:
         atomic_write(self.junit_xml, junit_report(self))
