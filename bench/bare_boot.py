@@ -90,21 +90,50 @@ def run(image_dir: str, arch: str = "arm64", pv: bool = False, log=None) -> dict
         mark("dom0-ready", "XENLAB-DOM0-READY")
         child.expect("dom0# ")
         marks["dom0-shell"] = round(time.monotonic() - t0, 2)
-        send_paced(child, "xl list")
-        mark("xl-list", r"Domain-0\s+0")
-        child.expect("dom0# ")
-        send_paced(child, "xl create guest.cfg")
-        child.expect("dom0# ", timeout=120)
+
+        def sh(cmd: str, wait: str = "dom0# ", timeout: int = 120) -> None:
+            send_paced(child, cmd)
+            child.expect(wait, timeout=timeout)
+
+        sh("xl info")
+        sh("xl list")
+        marks["xl-list"] = round(time.monotonic() - t0, 2)
+        sh("xl create /root/guest.cfg")
         send_paced(child, "xl console guest")
+        child.expect("XENLAB-DOMU-READY")
         child.send("\r")
-        mark("domU-shell", "domU# ", timeout=120)
-        if pv:
-            send_paced(child, "mount /dev/xvda /mnt && cat /mnt/marker && umount /mnt")
-            mark("domU-disk", "xenlab-pv-block-marker")
+        mark("domU-shell", "domU# ")
+        sh("hostname", "domU# ")
         child.send("\x1d")
         child.expect("dom0# ")
-        send_paced(child, "xl destroy guest; xl list | wc -l")
-        mark("domU-destroyed", r"\n2\r")
+        if pv:
+            send_paced(child, "xl console guest")
+            child.send("\r")
+            child.expect("domU# ")
+            sh("mount /dev/xvda /mnt && cat /mnt/marker", "domU# ")
+            sh("echo bare > /mnt/from-domU && umount /mnt && sync", "domU# ")
+            child.send("\x1d")
+            child.expect("dom0# ")
+            sh("mount -o ro /dev/loop0 /mnt && cat /mnt/from-domU && umount /mnt")
+            marks["pv-block"] = round(time.monotonic() - t0, 2)
+            for cmd in ("brctl addbr xenbr0", "ip addr add 192.168.100.1/24 dev xenbr0",
+                        "ip link set xenbr0 up", "xl network-attach guest bridge=xenbr0"):
+                sh(cmd)
+            send_paced(child, "xl console guest")
+            child.send("\r")
+            child.expect("domU# ")
+            sh("i=0; until [ -e /sys/class/net/eth0 ] || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done;"
+               " ip addr add 192.168.100.2/24 dev eth0 && ip link set eth0 up"
+               " && ping -c 3 -W 2 192.168.100.1", "domU# ")
+            child.send("\x1d")
+            child.expect("dom0# ")
+            sh("ping -c 3 -W 2 192.168.100.2")
+            marks["pv-network"] = round(time.monotonic() - t0, 2)
+        sh("xl shutdown -w guest")
+        sh("xl create /root/guest.cfg 'name=\"doomed\"' 'disk=[]'")
+        sh("xl destroy doomed")
+        send_paced(child, "xl list | wc -l")
+        mark("domU-destroyed", r"\n2\r")  # header + Domain-0
         child.terminate(force=True)
         return marks
     finally:

@@ -43,6 +43,11 @@ def test_xl_info(board):
     info = dict(re.split(r"\s*:\s*", line, maxsplit=1) for line in out if ":" in line)
     assert info["xen_version"] == board.images.xen_version
     assert int(info["nr_cpus"]) >= 1
+    # Debian's Xen prints no changeset on the UART; xl info has it, and the build-id.
+    board.record.set_info(xen_changeset=info.get("xen_changeset", ""),
+                          xen_build_id=info.get("build_id", ""),
+                          xen_commandline=info.get("xen_commandline", ""),
+                          nr_cpus=int(info["nr_cpus"]))
 
 
 def test_xl_list(board):
