@@ -63,7 +63,8 @@ def outcome(seed: int, board: int, night: int) -> Status:
 
 
 def _steps(verdict: Status, started: str, rng: random.Random) -> tuple[list[Step], list[str]]:
-    steps, console = [], ["U-Boot 2023.01+dfsg-2+deb12u3 (Jan 01 2025)", "Hit any key to stop autoboot:"]
+    steps = []
+    console = ["U-Boot 2023.01+dfsg-2+deb12u3 (Jan 01 2025)", "Hit any key to stop autoboot:"]
     broken = False
     for name in STEPS:
         secs = round(rng.uniform(0.1, 4.0), 3)
@@ -169,8 +170,8 @@ def main(argv=None) -> int:
         have = 0
         for n in checkpoints:
             t, _ = _timed(fabricate, results, args.boards, n - have, first=have)
-            print(f"fabricated nights {have}..{n - 1}: {args.boards * (n - have)} runs in {t:.1f} s",
-                  flush=True)
+            print(f"fabricated nights {have}..{n - 1}: {args.boards * (n - have)} runs "
+                  f"in {t:.1f} s", flush=True)
             have = n
             build(results, out)  # catch up (not timed): the history is now n nights
             fabricate(results, args.boards, 1, first=have)

@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--board")
     ls.add_argument("--results", default="results")
     ls.set_defaults(func=cmd_results_list)
+
+    from . import dashboard, nightly, testday  # the reports, built on the run records
+    testday.register(sub)
+    nightly.register(sub)
+    dashboard.register(sub)
     return ap
 
 

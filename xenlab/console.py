@@ -96,7 +96,8 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
     Args:
         prompt (str): regex of the Dom0 prompt
         guest_prompt (str): regex of a DomU's prompt
-        txchunk (int), txdelay (float): typing pace
+        txchunk (int): bytes typed before waiting for their echo
+        txdelay (float): the longest wait for an echo, seconds
         timeout (int): default command timeout, seconds
     """
 
@@ -104,7 +105,7 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
     prompt = attr.ib(default=r"dom0# ", validator=attr.validators.instance_of(str))
     guest_prompt = attr.ib(default=r"domU# ", validator=attr.validators.instance_of(str))
     txchunk = attr.ib(default=32, validator=attr.validators.instance_of(int))
-    txdelay = attr.ib(default=0.08, validator=attr.validators.instance_of(float))
+    txdelay = attr.ib(default=0.3, validator=attr.validators.instance_of(float))
     timeout = attr.ib(default=60, validator=attr.validators.instance_of(int))
 
     def __attrs_post_init__(self):
@@ -124,11 +125,22 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
     # -- typing and framing
 
     def type_line(self, line: str) -> None:
-        data = (line + "\r").encode()
+        """Type a line a chunk at a time, each chunk only once its echo came back.
+
+        Waiting for the echo paces the typing to what Dom0 (or the guest)
+        actually consumed, instead of a fixed delay; `txdelay` caps the wait
+        when an echo is lost in a redraw or in interleaved messages.
+        """
+        data = line + "\r"
         for i in range(0, len(data), self.txchunk):
-            self.console.write(data[i:i + self.txchunk])
-            if i + self.txchunk < len(data):
-                time.sleep(self.txdelay)
+            chunk = data[i:i + self.txchunk]
+            self.console.write(chunk.encode())
+            visible = chunk.rstrip("\r")
+            if visible and i + self.txchunk < len(data):
+                try:
+                    self.console.expect(re.escape(visible), timeout=self.txdelay)
+                except TIMEOUT:
+                    pass
 
     def _define_helper(self) -> None:
         # `_x N CMD`: markers around CMD; the status sits inside the closing one.
@@ -185,11 +197,22 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
     @Driver.check_active
     @step()
     def leave_guest(self) -> None:
-        """Ctrl-] alone (with Enter it would go to the guest) back to Dom0."""
-        self.console.write(b"\x1d")
+        """Ctrl-] back to Dom0.
+
+        xenconsole only takes Ctrl-] when a read() returns that byte alone
+        (tools/console/client/main.c); otherwise it goes to the guest. So it is
+        sent alone, and sent again if Dom0's prompt does not come back.
+        """
+        for attempt in range(3):
+            self.console.write(b"\x1d")
+            try:
+                # xl console returns to the shell, which prints its prompt by itself.
+                self.console.expect(self.prompt, timeout=5 if attempt < 2 else self.timeout)
+                break
+            except TIMEOUT:
+                if attempt == 2:
+                    raise
         self._where = "dom0"
-        # xl console returns to the shell, which prints its prompt by itself.
-        self.console.expect(self.prompt, timeout=self.timeout)
 
     def get_status(self) -> int:
         """CommandProtocol: 1 once the shell answers (the driver is active)."""
