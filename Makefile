@@ -14,10 +14,13 @@ images: setup
 	$(XENLAB) images build --arch arm64
 	$(XENLAB) images build --arch arm32
 
-# The smoke test on the QEMU board: run record under results/, per-step table.
+# The smoke test on the QEMU boards: run records under results/, a per-step
+# table per board, and the dashboard (results/../dashboard/index.html).
 smoke: setup
-	$(XENLAB) images build --arch arm64
-	$(PYTEST) --lg-env farm.yaml testcases/ -p no:cacheprovider
+	$(XENLAB) images build --arch arm64 >/dev/null
+	$(XENLAB) images build --arch arm32 >/dev/null
+	$(PYTEST) --lg-env farm.yaml testcases/ -p no:cacheprovider; status=$$?; \
+	$(XENLAB) dashboard --results results; exit $$status
 
 # Every test of the framework, including the end-to-end QEMU boot.
 test: setup

@@ -138,26 +138,28 @@ def test_power_failure_is_a_lab_error(tmp_path):
     assert record["verdict"] == "ERROR"
 
 
-def test_ctrl_c_leaves_an_aborted_record_and_the_log(tmp_path):
+def _hanging_in_dom0(tmp_path, board: FakeBoard, **popen) -> tuple[subprocess.Popen, Path]:
+    """Start a run whose Dom0 stage hangs (with a long timeout); return once Dom0 boots."""
     slow = tmp_path / "slow.yaml"
-    slow.write_text(PROFILE.read_text().replace(
-        "timeouts: {uboot: 3, xen: 3, dom0: 3, shell: 3, domu: 3}",
-        "timeouts: {uboot: 3, xen: 3, dom0: 120, shell: 3, domu: 3}"))
+    slow.write_text(PROFILE.read_text().replace("dom0: 3,", "dom0: 120,"))
+    env = _env_file(tmp_path, board, profile=slow)
+    results = tmp_path / "results"
+    proc = subprocess.Popen(_pytest_cmd(env, results), cwd=tmp_path, **popen)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = list(results.glob("fake-arm64/*/console.log"))
+        if logs and "Booting Linux" in logs[0].read_text(errors="replace"):
+            return proc, results
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail("the replayed board never reached Dom0")
+
+
+def test_ctrl_c_leaves_an_aborted_record_and_the_log(tmp_path):
     board = FakeBoard("hang-dom0")
     try:
-        env = _env_file(tmp_path, board, profile=slow)
-        results = tmp_path / "results"
-        proc = subprocess.Popen(_pytest_cmd(env, results), cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            logs = list(results.glob("fake-arm64/*/console.log"))
-            if logs and "Booting Linux" in logs[0].read_text(errors="replace"):
-                break
-            time.sleep(0.2)
-        else:
-            proc.kill()
-            pytest.fail("the replayed board never reached Dom0")
+        proc, results = _hanging_in_dom0(tmp_path, board, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
@@ -173,20 +175,10 @@ def test_ctrl_c_leaves_an_aborted_record_and_the_log(tmp_path):
 
 def test_killed_harness_leaves_the_log_and_a_running_record(tmp_path):
     """SIGKILL gives no chance to clean up: what was written is still whole."""
-    slow = tmp_path / "slow.yaml"
-    slow.write_text(PROFILE.read_text().replace("dom0: 3,", "dom0: 120,"))
     board = FakeBoard("hang-dom0")
     try:
-        env = _env_file(tmp_path, board, profile=slow)
-        results = tmp_path / "results"
-        proc = subprocess.Popen(_pytest_cmd(env, results), cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            logs = list(results.glob("fake-arm64/*/console.log"))
-            if logs and "Booting Linux" in logs[0].read_text(errors="replace"):
-                break
-            time.sleep(0.2)
+        proc, results = _hanging_in_dom0(tmp_path, board, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
         proc.kill()
         proc.wait()
     finally:
