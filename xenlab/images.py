@@ -341,8 +341,7 @@ def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
         shutil.copyfile(overrides["domU-rootfs.cpio.gz"][0], out / "domU-rootfs.cpio.gz")
     else:
         domu = _base_tree(src, "domU")
-        loaded = mods.add(domu, m.domU["modules"])
-        domu.file("/etc/xenlab/modules", "".join(f"{p}\n" for p in loaded).encode())
+        mods.add(domu, m.domU["modules"])
         domu.write_cpio_gz(out / "domU-rootfs.cpio.gz")
         origin["domU-rootfs.cpio.gz"] = "built by xenlab from busybox-static and " + kernel_pkg.name
 
@@ -352,8 +351,7 @@ def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
         shutil.copyfile(overrides["dom0-rootfs.cpio.gz"][0], out / "dom0-rootfs.cpio.gz")
     else:
         dom0 = _base_tree(src, "dom0")
-        loaded = mods.add(dom0, m.dom0["modules"])
-        dom0.file("/etc/xenlab/modules", "".join(f"{p}\n" for p in loaded).encode())
+        mods.add(dom0, m.dom0["modules"])
         _add_programs(dom0, src, m)
         dom0.file("/etc/xenlab/env", f"XEN_BIN={m.dom0['xen_bin']}\n".encode())
         dom0.copy("/root/Image", out / "domU-kernel", 0o644)
@@ -452,6 +450,8 @@ class _Modules:
             visit(name, ())
         for rel in order:
             tree.copy("/" + rel, self.src.get(rel, self.package), 0o644)
+        # The init loads them in this order (there is no modprobe or modules.dep).
+        tree.file("/etc/xenlab/modules", "".join(f"/{rel}\n" for rel in order).encode())
         return ["/" + rel for rel in order]
 
 
