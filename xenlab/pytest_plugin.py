@@ -56,13 +56,14 @@ def _env(config):
 
 
 def xen_targets(env) -> list[str]:
+    """Targets whose drivers include a XenStrategy (dict or list form, `cls:` honoured)."""
     names = []
     for name, data in (env.config.get_targets() or {}).items():
-        drivers = (data or {}).get("drivers", {})
-        kinds = [d.get("cls", k) if isinstance(d, dict) else k
-                 for k, d in (drivers.items() if isinstance(drivers, dict)
-                              else ((next(iter(x)), x) for x in drivers))]
-        if "XenStrategy" in kinds or "XenStrategy" in drivers:
+        drivers = (data or {}).get("drivers") or {}
+        items = drivers.items() if isinstance(drivers, dict) else \
+            [kv for entry in drivers for kv in entry.items()]
+        classes = {args.get("cls", key) if isinstance(args, dict) else key for key, args in items}
+        if "XenStrategy" in classes:
             names.append(name)
     return names
 
@@ -96,7 +97,6 @@ class Board:
         self.record = record
         self.tester = tester
         self.failure: StageFailure | None = None
-        self.features = set(getattr(target, "features", set()) or set())
         self.domu_up = False
         self.guest: str | None = None  # the DomU a step is working with, for diagnosis
         self.known_issues: list = []
@@ -154,6 +154,7 @@ def board(request):
                              run_id=request.config.getoption("--xenlab-run-id"))
     b = Board(target, record, request.config.getoption("--xenlab-tester"))
     _BOARDS[target.name] = b
+    b.lease = lease
     strategy.record_to(record.console_log)
     try:
         b.known_issues = load_known_issues(request.config.getoption("--xenlab-known-issues"))
@@ -218,11 +219,31 @@ def _check_place(b: Board, lease) -> None:
     from .farm import FarmError
 
     b.record.set_info(place=lease.name, place_wait_s=lease.waited)
+    if lease.lost:  # already blamed on the step it broke
+        return
     try:
         lease.check()
     except FarmError as exc:
         b.record.step_finished("place", "ERROR", 0.0, classification=exc.classification,
                                message=str(exc))
+
+
+def _place_lost(b: Board, status: str, classification: str, message: str):
+    """An ERROR on a remote board whose exporter is gone is the exporter's (labgrid
+    itself then fails oddly, e.g. KeyError 'params' while polling the place)."""
+    lease = getattr(b, "lease", None)
+    if lease is None or status != "ERROR":
+        return classification, message
+    from .farm import FarmError
+
+    try:
+        lease.check()
+    except FarmError as exc:
+        if exc.classification == "exporter-lost":
+            b.failure = StageFailure(b.failure.stage if b.failure else "place", "ERROR",
+                                     exc.classification, str(exc))
+            return exc.classification, f"{exc} ({message})"
+    return classification, message
 
 
 def _finish(b: Board, abort_reason: str | None = None) -> None:
@@ -247,7 +268,10 @@ def _finish(b: Board, abort_reason: str | None = None) -> None:
                 if strategy.status.name != "unknown":
                     strategy.transition("off")
             except Exception:  # the board may already be gone; the record is kept
-                pass
+                try:  # a broken strategy refuses transitions: cut the power anyway
+                    strategy.cut_power()
+                except Exception:
+                    pass
             if strategy.recorder is not None:
                 strategy.recorder.close()
             _FINISHED.append(b.record.path)
@@ -272,6 +296,7 @@ def pytest_runtest_makereport(item, call):
             b.record.step_finished(name, "PASS", report.duration)
         else:
             status, classification, message, evidence = _classify(name, call.excinfo, b)
+            classification, message = _place_lost(b, status, classification, message)
             classification, message = _diagnose(b, name, call.excinfo, classification, message)
             known = match_known_issue(b.name, name, failure_text(classification, message,
                                                                  evidence),
