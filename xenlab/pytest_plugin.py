@@ -97,6 +97,7 @@ class Board:
         self.record = record
         self.tester = tester
         self.failure: StageFailure | None = None
+        self.failure_unreported = False  # set when preparing failed before any step ran
         self.domu_up = False
         self.guest: str | None = None  # the DomU a step is working with, for diagnosis
         self.known_issues: list = []
@@ -115,6 +116,9 @@ class Board:
 
     def boot(self, state: str = "shell"):
         """Bring the board to `state`; later steps skip once a stage has failed."""
+        if self.failure is not None and self.failure_unreported:
+            self.failure_unreported = False
+            raise self.failure
         if self.failure is not None:
             pytest.skip(f"board did not boot: {self.failure.stage} stage "
                         f"{self.failure.status} [{self.failure.classification}]")
@@ -166,11 +170,9 @@ def board(request):
                         image_set_overrides=strategy.images.overrides,
                         expected_xen_version=strategy.images.xen_version)
     except XenlabError as exc:
-        # A step of its own, so the record says why nothing ran.
+        # The first step fails with it (a run that boots nothing must not pass).
         b.failure = StageFailure("prepare", "ERROR", "harness-config", str(exc))
-        record.step_started("prepare")
-        record.step_finished("prepare", "ERROR", 0.0, classification="harness-config",
-                             message=str(exc))
+        b.failure_unreported = True
     yield b
     _check_place(b, lease)
     _finish(b)

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -422,6 +423,22 @@ class XenStrategy(Strategy):
         self._qemu_stderr = tempfile.TemporaryFile()
         saved = os.dup(2)
         sock.settimeout(self.timeout("uboot"))
+        started = threading.Event()
+        previous = getattr(self.power, "_child", None)
+
+        def watch():
+            # QEMU that exits before connecting: unblock accept() at once by
+            # connecting in its place (labgrid then sees the dead child's error).
+            while not started.wait(0.1):
+                child = getattr(self.power, "_child", None)
+                if child is not None and child is not previous and child.poll() is not None:
+                    with contextlib.suppress(OSError), \
+                            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stand_in:
+                        stand_in.connect(sock.getsockname())
+                    return
+
+        watchdog = threading.Thread(target=watch, daemon=True)
+        watchdog.start()
         try:
             os.dup2(self._qemu_stderr.fileno(), 2)  # QEMU inherits this as its stderr
             self.power.on()
@@ -431,9 +448,11 @@ class XenStrategy(Strategy):
                                 f"QEMU did not start ({type(exc).__name__})" +
                                 self._stderr_tail()) from None
         finally:
+            started.set()
             os.dup2(saved, 2)
             os.close(saved)
-            sock.settimeout(None)
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)
 
     def _stderr_tail(self) -> str:
         if self._qemu_stderr is None:
