@@ -40,7 +40,11 @@ PANIC_XEN = ["(XEN) ****************************************", "(XEN) Panic on C
 PANIC_DOM0 = ["[    1.234567] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
               "[    1.234600] CPU: 0 PID: 1 Comm: swapper/0 Not tainted 6.1.0-50-cloud-arm64 #1"]
 
-SCENARIOS = ("domu-silent", "clean", "hang-uboot", "hang-xen", "hang-dom0", "hang-shell", "xen-panic",
+NOISE = ("(XEN) d0v0: vGICD: unhandled word write 0x000000ffffffff to ICACTIVER4",
+         "[   12.345678] xen:balloon: Cannot add additional memory (-22)",
+         "[   12.400001] random: crng init done")
+
+SCENARIOS = ("noisy-shell", "domu-silent", "clean", "hang-uboot", "hang-xen", "hang-dom0", "hang-shell", "xen-panic",
              "dom0-panic", "garbage", "uboot-reset", "eof", "tftp-missing")
 
 
@@ -238,8 +242,13 @@ class FakeBoard:
                 status = 0 if out is not None else 127
                 out = out if out is not None else f"sh: {cmd.split()[0]}: not found"
                 body = out.replace("\n", "\r\n")
+                if self.scenario == "noisy-shell":
+                    # Xen and the kernel print on the same UART, between any two lines.
+                    body = f"{NOISE[0]}\r\n{body}\r\n{NOISE[1]}"
                 self._send(f"={m.group(1)}=B=\r\n{body}\r\n={m.group(1)}=E={status}=\r\n".encode())
             self._send(DOM0_PROMPT)
+            if self.scenario == "noisy-shell":
+                self._send(f"{NOISE[2]}\r\n".encode())
 
 
     def _silent_guest(self) -> None:

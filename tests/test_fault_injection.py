@@ -130,6 +130,15 @@ def test_garbage_on_the_console_does_not_break_the_boot(tmp_path):
     assert (run / "console.log").stat().st_size > 10000
 
 
+def test_shell_output_survives_xen_and_kernel_messages(tmp_path):
+    """Xen's and the kernel's lines interleave with commands and prompts (labgrid #545/#1786)."""
+    proc, run = run_scenario(tmp_path, "noisy-shell")
+    record = _record(run)
+    assert record["verdict"] == "PASS", (_first_bad(record), proc.stdout[-2000:])
+    console = (run / "console.log").read_text(errors="replace")
+    assert "crng init done" in console and "ICACTIVER4" in console
+
+
 def test_power_failure_is_a_lab_error(tmp_path):
     proc, run = run_scenario(tmp_path, "clean", power_on="false")
     record = _record(run)
