@@ -5,7 +5,6 @@ If QEMU cannot run here this fails: a skipped boot is not a pass.
 """
 
 import json
-import os
 import re
 import subprocess
 import sys

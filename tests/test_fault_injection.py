@@ -6,7 +6,6 @@ run.json were kept.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys

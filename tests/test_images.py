@@ -1,7 +1,6 @@
 """The bundled image set: built from the pinned manifests, complete, reproducible,
 cached, overridable, and every bad input one clear error with nothing left behind."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import yaml
 from xenlab import debs
 from xenlab.cache import cache_root, sha256_file
 from xenlab.errors import XenlabError
-from xenlab.images import (ImageSet, build_image_set, check_image_set, check_kernel_config,
+from xenlab.images import (build_image_set, check_image_set, check_kernel_config,
                            load_manifest, manifest_path)
 from xenlab.initramfs import read_cpio_gz
 

@@ -1,5 +1,6 @@
-"""The board's UART: what it printed (ConsoleRecorder), what must never appear
-, and a shell on it that survives a noisy console (XenShellDriver).
+"""The board's UART: what it printed (ConsoleRecorder), and a shell on it that
+survives a noisy console (XenShellDriver). What must never appear on it is in
+`monitors`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import re
 import shlex
 import string
 import threading
-import time
 from pathlib import Path
 
 import attr
@@ -221,30 +221,3 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
     @property
     def in_guest(self) -> bool:
         return self._where == "guest"
-
-    @Driver.check_active
-    @step(args=["keys"])
-    def xen_debug_keys(self, keys: str, wait: float = 1.0) -> str:
-        """Switch the console to Xen (Ctrl-a three times), send debug keys, switch back.
-
-        What Xen printed is returned; the console is Dom0's again afterwards.
-        """
-        self.console.write(b"\x01\x01\x01")
-        time.sleep(0.3)
-        out = []
-        for key in keys:
-            self.console.write(key.encode())
-            out.append(self._drain(wait))
-        self.console.write(b"\x01\x01\x01")
-        out.append(self._drain(0.5))
-        self.console.write(b"\r")
-        return clean("".join(out))
-
-    def _drain(self, quiet: float) -> str:
-        data = b""
-        try:
-            while True:
-                data += self.console.read(size=4096, timeout=quiet)
-        except TIMEOUT:
-            pass
-        return data.decode("utf-8", errors="replace")

@@ -344,7 +344,7 @@ class XenStrategy(Strategy):
             self.target.activate(self.shell)
         except (TIMEOUT, EOF):
             raise self._failure("shell", "FAIL", "stage-timeout:shell",
-                                f"the Dom0 shell on hvc0 does not answer") from None
+                                "the Dom0 shell on hvc0 does not answer") from None
 
     # -- waiting with monitors
 
