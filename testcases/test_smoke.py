@@ -30,8 +30,8 @@ def test_xen_boots(board):
 def test_dom0_boots(board):
     """Dom0 Linux finds Xen, reaches the image set's ready marker and a root shell."""
     strategy = board.boot("shell")
-    since_xen = strategy.recorder.text()
-    assert re.search(r"Xen \d+\.\d+ support found", since_xen), "Dom0 did not report Xen support"
+    console = strategy.recorder.text()
+    assert re.search(r"Xen \d+\.\d+ support found", console), "Dom0 did not report Xen support"
     out, _, status = board.shell.run("id -u")
     assert (out, status) == (["0"], 0)
 

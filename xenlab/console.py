@@ -55,18 +55,13 @@ class ConsoleRecorder:
             if self._file is not None:
                 self._file.write(st.result)
 
-    def mark(self) -> int:
-        """A position in the transcript, to ask later for what came after it."""
-        with self._lock:
-            return sum(len(c) for c in self._chunks)
-
-    def text(self, since: int = 0) -> str:
+    def text(self) -> str:
         with self._lock:
             data = b"".join(self._chunks)
-        return data[since:].decode("utf-8", errors="replace")
+        return data.decode("utf-8", errors="replace")
 
-    def tail(self, lines: int = 20, since: int = 0) -> list[str]:
-        out = [l for l in clean(self.text(since)).split("\n") if l.strip()]
+    def tail(self, lines: int = 20) -> list[str]:
+        out = [l for l in clean(self.text()).split("\n") if l.strip()]
         return out[-lines:]
 
     def close(self) -> None:

@@ -94,7 +94,6 @@ class XenStrategy(Strategy):
         self.facts: dict[str, str] = {}
         self.stage_started: dict[str, float] = {}
         self._t0 = None
-        self._boot_mark = 0
         self._qemu_stderr = None
 
     # -- configuration
@@ -320,7 +319,6 @@ class XenStrategy(Strategy):
     @step()
     def _to_xen(self) -> None:
         self.stage_started["xen"] = time.monotonic()
-        self._boot_mark = self.recorder.mark() if self.recorder else 0
         self.console.sendline(self.plan.uboot_commands()[-1])
         self.target.deactivate(self.uboot)
         m = self._wait("xen", *STAGE_MARKERS["xen"][0])
