@@ -208,3 +208,20 @@ def test_exporter_lost_mid_run(exporter_up, tmp_path):
     state = subprocess.run([str(REPO / "scripts" / "bench-qemu"), "status", "--state",
                             str(lab.bench.dir)], capture_output=True, text=True)
     assert state.stdout.strip() == "off"  # powered off although the strategy broke
+
+
+def test_testday_runs_a_remote_place(exporter_up, tmp_path):
+    """`xenlab testday --farm remote.yaml`: the Test Day runner takes remote places too."""
+    lab = exporter_up
+    proc = subprocess.run([sys.executable, "-m", "xenlab.cli", "testday", "--farm",
+                           str(REPO / "remote.yaml"), "--tester", "Remote Tester",
+                           "--results", str(tmp_path)],
+                          cwd=REPO, env=lab.env(), capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL)
+    rec, _ = record(tmp_path)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-2000:], rec)
+    assert rec["verdict"] == "PASS" and rec["info"]["place"] == PLACE
+    assert rec["tester"] == "Remote Tester"
+    row = next(l for l in proc.stdout.splitlines() if l.startswith(f"| {BOARD} "))
+    assert "| PASS |" in row and "Remote Tester" in row
+    _released(lab)
