@@ -343,3 +343,25 @@ def test_testday_boots_the_qemu_boards(tmp_path, capsys):
         assert row["Xen"] == record.info["xen_version"] == record.info["expected_xen_version"]
         assert row["Log"] == f"[console.log]({record.board}/{record.run_id}/console.log)"
         assert record.board in wiki
+
+
+def test_health_gate_takes_a_broken_board_out_of_service(tmp_path, capsys):
+    """A board that cannot reach U-Boot is marked unavailable (ERROR, lab), never smoke-tested."""
+    farm = tmp_path / "farm.yaml"
+    farm.write_text((REPO / "farm.yaml").read_text()
+                    .replace("$BASE/build/", str(REPO / "build") + "/")
+                    .replace("u-boot-qemu-arm64: /usr/lib/u-boot/qemu_arm64/u-boot.bin",
+                             "u-boot-qemu-arm64: /nonexistent/u-boot.bin"))
+    results = tmp_path / "results"
+    code = testday.cmd_testday(_args("--farm", str(farm), "--tester", "Gate", "--boards",
+                                     "qemu-arm64", "--results", str(results)))
+    assert "qemu-arm64" in capsys.readouterr().out  # the table was printed
+    assert code == 1
+    (record,) = list_runs(results)
+    assert (record.verdict, record.classification) == (Status.ERROR, "health-check-failed")
+    assert record.info["culprit"] == "lab" and record.info["available"] is False
+    assert [s.name for s in record.steps] == ["health_check"]  # no smoke step ran
+    assert "qemu-start-failed" in record.steps[0].message
+    head, (row,) = md_rows(next(results.glob("testday-*.md")).read_text())
+    assert row["Board"] == "qemu-arm64" and row["Result"] == "ERROR"
+    assert "health_check" in head

@@ -414,7 +414,7 @@ HEALTH_DEPTHS = ("uboot", "dom0")
 
 
 def health_check(target, depth: str = "uboot", results: Path | str | None = None,
-                 tester: str | None = "health-check"):
+                 tester: str | None = "health-check", run_id: str | None = None):
     """Boot `target` to U-Boot (or Dom0) and power it off.
 
     Returns None when the board is healthy. Otherwise the board is marked
@@ -461,7 +461,7 @@ def health_check(target, depth: str = "uboot", results: Path | str | None = None
         record = mark_unavailable(root, target.name, failure, depth=depth,
                                   duration=time.monotonic() - started,
                                   arch=strategy.profile.arch if strategy.profile else "?",
-                                  tester=tester, console_log=console)
+                                  tester=tester, console_log=console, run_id=run_id)
         return record
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -469,11 +469,12 @@ def health_check(target, depth: str = "uboot", results: Path | str | None = None
 
 def mark_unavailable(root: Path | str, board: str, failure: StageFailure, *, depth: str = "uboot",
                      duration: float = 0.0, arch: str = "?", tester: str | None = None,
-                     console_log: Path | None = None):
+                     console_log: Path | None = None, run_id: str | None = None):
     """Write the run record that takes `board` out of service: ERROR, health-check-failed, lab."""
     from .results import RunRecord
 
     record = RunRecord.start(Path(root), board, target=board, arch=arch, tester=tester,
+                             run_id=run_id,
                              info={"kind": "health-check", "depth": depth, "culprit": "lab",
                                    "available": False})
     if console_log is not None and Path(console_log).exists():
@@ -514,15 +515,70 @@ def _bench(argv: list[str]) -> int:
     return 0
 
 
+HEALTH_UNAVAILABLE = 3  # exit status of `health` for a board taken out of service
+
+
+def place_of(env, target_name: str) -> str | None:
+    """The place name of a target built from a RemotePlace, else None."""
+    resources = (env.config.get_targets() or {}).get(target_name, {}).get("resources") or {}
+    entries = resources.items() if isinstance(resources, dict) else \
+        (next(iter(r.items())) for r in resources if isinstance(r, dict) and r)
+    for cls, args in entries:
+        if (args or {}).get("cls", cls) == "RemotePlace":
+            return str((args or {}).get("name") or target_name)
+    return None
+
+
+def _health(argv: list[str]) -> int:
+    """`python -m xenlab.farm health`: the gate a Test Day or nightly passes each board through.
+
+    Exit 0: healthy, nothing written. Exit 3: unavailable, its ERROR record
+    (health-check-failed, culprit lab) written under --results.
+    """
+    import argparse
+
+    from labgrid import Environment
+
+    ap = argparse.ArgumentParser(prog="python -m xenlab.farm health")
+    ap.add_argument("--farm", required=True)
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--depth", default="uboot", choices=HEALTH_DEPTHS)
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--run-id")
+    ap.add_argument("--tester", default="health-check")
+    ap.add_argument("--place-wait", type=float, default=60.0)
+    args = ap.parse_args(argv)
+    env = Environment(args.farm)
+    place = place_of(env, args.target)
+    try:
+        lease = acquire_place(place, coordinator_address(env=env), args.place_wait) \
+            if place else contextlib.nullcontext()
+        with lease:
+            record = health_check(env.get_target(args.target), args.depth, args.results,
+                                  args.tester, run_id=args.run_id)
+    except FarmError as exc:  # the place itself is the lab's failure
+        record = mark_unavailable(args.results, args.target,
+                                  StageFailure("place", "ERROR", exc.classification, str(exc)),
+                                  depth=args.depth, tester=args.tester, run_id=args.run_id)
+    if record is None:
+        print(f"{args.target}: healthy ({args.depth})")
+        return 0
+    print(f"{args.target}: unavailable: {record.verdict_reason}")
+    return HEALTH_UNAVAILABLE
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["bench"]:
             return _bench(argv[1:])
+        if argv[:1] == ["health"]:
+            return _health(argv[1:])
     except XenlabError as exc:
         print(f"xenlab: {exc}", file=sys.stderr)
         return 1
-    print("usage: python -m xenlab.farm bench up|down DIR", file=sys.stderr)
+    print("usage: python -m xenlab.farm bench up|down DIR | health --farm F --target T ...",
+          file=sys.stderr)
     return 2
 
 

@@ -250,7 +250,8 @@ def cmd_nightly(args, log=print) -> int:
         if not current:
             raise XenlabError(f"--no-run: no runs under {results} to compare")
     else:
-        runs, interrupted = run_farm(farm, targets, results, args.tester, args.jobs)
+        runs, interrupted = run_farm(farm, targets, results, args.tester, args.jobs,
+                                     health=args.health)
         if interrupted:
             log("nightly interrupted: no comparison")
             return 130
@@ -272,4 +273,6 @@ def register(subparsers) -> None:
                    help="do not run the farm: compare the newest night already recorded")
     p.add_argument("--tester", default="nightly", help="recorded as the tester (default: nightly)")
     p.add_argument("--jobs", type=int, help="boards at once (default: all)")
+    p.add_argument("--health", default="uboot", choices=["none", "uboot", "dom0"],
+                   help="health gate before the run (default: uboot; see xenlab testday)")
     p.set_defaults(func=cmd_nightly)

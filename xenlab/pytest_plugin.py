@@ -177,23 +177,13 @@ def board(request):
     _finish(b)
 
 
-def _place_of(env, target_name: str) -> str | None:
-    """The place name of a target built from a RemotePlace, else None."""
-    resources = (env.config.get_targets() or {}).get(target_name, {}).get("resources") or {}
-    entries = resources.items() if isinstance(resources, dict) else \
-        (next(iter(r.items())) for r in resources if isinstance(r, dict) and r)
-    for cls, args in entries:
-        if (args or {}).get("cls", cls) == "RemotePlace":
-            return str((args or {}).get("name") or target_name)
-    return None
-
-
 def _hold_place(request, env, root: Path):
     """Acquire a RemotePlace target's place (xenlab.farm); released at teardown, or at exit."""
-    place = _place_of(env, request.param)
+    from . import farm
+
+    place = farm.place_of(env, request.param)
     if place is None:
         return None
-    from . import farm
     from .results import RunRecord
 
     try:

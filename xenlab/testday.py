@@ -214,8 +214,39 @@ class Progress:
         self.out.flush()
 
 
-def _start(run: BoardRun, farm: Path, tester: str, logs: Path) -> None:
+def health_command(farm: Path, target: str, results: Path, tester: str, run_id: str,
+                   depth: str) -> list[str]:
+    return [sys.executable, "-m", "xenlab.farm", "health", "--farm", str(farm),
+            "--target", target, "--depth", depth, "--results", str(results),
+            "--tester", tester, "--run-id", run_id]
+
+
+def _gate(run: BoardRun, farm: Path, tester: str, depth: str) -> bool:
+    """The board health gate (LAVA's health check): boot to U-Boot (or Dom0) first.
+
+    A board that fails it is out of service for this run: its record says
+    ERROR, health-check-failed, culprit lab, and no smoke test runs on it, so
+    a broken lab never counts as a Xen failure.
+    """
+    run.started = time.monotonic()
+    gate = subprocess.run(health_command(farm, run.target.name, run.results, tester,
+                                         run.run_id, depth),
+                          cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    from .farm import HEALTH_UNAVAILABLE
+
+    if gate.returncode == HEALTH_UNAVAILABLE and (run.run_dir / "run.json").is_file():
+        run.returncode = gate.returncode
+        run.ended = time.monotonic()
+        run.read()
+        return False
+    return True  # healthy; a gate that broke itself leaves the verdict to the smoke test
+
+
+def _start(run: BoardRun, farm: Path, tester: str, logs: Path, health: str = "none") -> None:
     acquire(run.target)
+    if health != "none" and not _gate(run, farm, tester, health):
+        release(run.target)
+        return
     run.log_path = logs / f"{run.target.name}.log"
     with open(run.log_path, "wb") as log:
         # A session of its own: Ctrl-C reaches testday only, which then stops
@@ -276,7 +307,7 @@ def _tail(path: Path | None) -> str:
 
 def run_farm(farm: Path | str, targets: Sequence[FarmTarget], results: Path | str, tester: str,
              jobs: int | None = None, run_id: str | None = None,
-             out: TextIO = sys.stdout) -> tuple[list[BoardRun], bool]:
+             out: TextIO = sys.stdout, health: str = "none") -> tuple[list[BoardRun], bool]:
     """Run the smoke test on `targets`, at most `jobs` at a time; (runs, interrupted).
 
     Every board's run shares one run id, so a Test Day (or a night) is one id
@@ -301,8 +332,9 @@ def run_farm(farm: Path | str, targets: Sequence[FarmTarget], results: Path | st
     try:
         while not all(r.done for r in runs):
             for run in runs:
-                if run.proc is None and sum(r.proc is not None and not r.done for r in runs) < jobs:
-                    _start(run, farm, tester, logs)
+                if run.proc is None and not run.done and \
+                        sum(r.proc is not None and not r.done for r in runs) < jobs:
+                    _start(run, farm, tester, logs, health)
             for run in runs:
                 if run.proc is not None and not run.done:
                     run.read()
@@ -483,7 +515,7 @@ def finished_records(runs: Sequence[BoardRun], *, aborted: bool = True) -> list[
     """The records of the runs that ended, in farm order (ABORTED ones only if `aborted`)."""
     out = []
     for run in runs:
-        if run.proc is None or not (run.run_dir / "run.json").is_file():
+        if run.started is None or not (run.run_dir / "run.json").is_file():
             continue
         record = RunRecord.load(run.run_dir)
         if record.verdict is not Status.RUNNING and \
@@ -513,7 +545,8 @@ def cmd_testday(args, log: Callable[[str], None] = print) -> int:
     results = Path(args.results)
     log(f"Test Day: {len(targets)} board(s) from {args.farm}, tester {args.tester}, "
         f"results in {results}")
-    runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs)
+    runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs,
+                                 health=args.health)
     # After Ctrl-C the runs it stopped have no result to post; a child that
     # died on its own is a result (ABORTED) and stays in the table.
     records = finished_records(runs, aborted=not interrupted)
@@ -541,4 +574,8 @@ def register(subparsers) -> None:
     p.add_argument("--tester", required=True, help="your name, as it goes into the table")
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--jobs", type=int, help="boards at once (default: all)")
+    p.add_argument("--health", default="uboot", choices=["none", "uboot", "dom0"],
+                   help="health gate before the smoke test: boot each board this far first; "
+                        "one that fails is marked unavailable (ERROR, lab), not run "
+                        "(default: uboot)")
     p.set_defaults(func=cmd_testday)
