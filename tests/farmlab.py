@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from xenlab import farm
@@ -125,6 +126,13 @@ def run_smoke(env_file: str, results: Path, env: dict, *extra: str,
     return subprocess.run(smoke_args(env_file, results, *extra), cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+def timed_smoke(env_file: str, results: Path, env: dict) -> tuple:
+    """run_smoke, with its wall time: (process, results, seconds)."""
+    start = time.monotonic()
+    proc = run_smoke(env_file, results, env)
+    return proc, results, time.monotonic() - start
 
 
 def record(results: Path, board: str = BOARD) -> tuple[dict, Path]:

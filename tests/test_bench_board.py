@@ -7,12 +7,11 @@ the lab's ERRORs naming the component (power, TFTP), with record and console kep
 import re
 import socket
 import subprocess
-import time
 
 import pytest
 from labgrid import Environment
 
-from farmlab import BOARD, REPO, STEPS, Bench, explain, record, run_smoke
+from farmlab import timed_smoke, BOARD, REPO, STEPS, Bench, explain, record, run_smoke
 from xenlab import farm
 
 BENCH_QEMU = str(REPO / "scripts" / "bench-qemu")
@@ -27,10 +26,7 @@ def bench(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smoke_run(bench, tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    start = time.monotonic()
-    proc = run_smoke("bench.yaml", results, bench.env())
-    return proc, results, time.monotonic() - start
+    return timed_smoke("bench.yaml", tmp_path_factory.mktemp("results"), bench.env())
 
 
 @pytest.fixture

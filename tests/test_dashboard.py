@@ -9,7 +9,6 @@ highlighted, the infrastructure filter works, and a console log holding
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import html.parser
 import importlib.util
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from xenlab.cli import build_parser
 from xenlab import dashboard
 from xenlab.errors import XenlabError
 from xenlab.results import RunRecord, Status, list_runs
@@ -339,10 +339,7 @@ def test_the_index_lives_in_the_out_dir(site):
 # --------------------------------------------------------------------------- command
 
 def _args(*argv):
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="command", required=True)
-    dashboard.register(sub)
-    return ap.parse_args(["dashboard", *argv])
+    return build_parser().parse_args(["dashboard", *argv])  # the xenlab command's own parser
 
 
 def test_command_builds_beside_the_results(tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import shutil
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from xenlab.cli import build_parser
 from xenlab import nightly
 from xenlab.errors import XenlabError
 from xenlab.nightly import Change, classify, compare, format_summary, previous_runs
@@ -148,10 +148,7 @@ def test_summary_for_a_cron_mail(tmp_path):
 
 
 def _args(*argv):
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="command", required=True)
-    nightly.register(sub)
-    return ap.parse_args(["nightly", *argv])
+    return build_parser().parse_args(["nightly", *argv])  # the xenlab command's own parser
 
 
 def test_cmd_no_run_exits_non_zero_on_regressions(tmp_path, capsys):

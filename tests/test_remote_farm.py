@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from farmlab import BOARD, PLACE, REPO, STEPS, Bench, Farm, explain, record, run_smoke, smoke_args
+from farmlab import timed_smoke, BOARD, PLACE, REPO, STEPS, Bench, Farm, explain, record, run_smoke, smoke_args
 from xenlab import farm
 
 
@@ -48,10 +48,7 @@ def _released(lab) -> None:
 
 @pytest.fixture(scope="module")
 def remote_run(lab, tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    start = time.monotonic()
-    proc = run_smoke("remote.yaml", results, lab.env())
-    return proc, results, time.monotonic() - start
+    return timed_smoke("remote.yaml", tmp_path_factory.mktemp("results"), lab.env())
 
 
 def test_smoke_passes_through_the_remote_place(remote_run, lab):

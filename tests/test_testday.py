@@ -9,7 +9,6 @@ real: `xenlab testday` boots the QEMU board.
 from __future__ import annotations
 
 import _thread
-import argparse
 import importlib.util
 import io
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from xenlab.cli import build_parser
 from xenlab import testday
 from xenlab.errors import XenlabError
 from xenlab.results import RunRecord, Status, list_runs
@@ -33,10 +33,7 @@ _spec.loader.exec_module(bench)
 
 
 def _args(*argv):
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="command", required=True)
-    testday.register(sub)
-    return ap.parse_args(["testday", *argv])
+    return build_parser().parse_args(["testday", *argv])  # the xenlab command's own parser
 
 
 def md_rows(md: str) -> tuple[list[str], list[dict]]:

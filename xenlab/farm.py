@@ -437,15 +437,9 @@ def health_check(target, depth: str = "uboot", results: Path | str | None = None
         try:
             strategy.transition(depth)
         except Exception as exc:  # StrategyError around the real cause
-            cause = exc
-            while cause.__cause__ is not None and not isinstance(cause, (StageFailure,
-                                                                         XenlabError)):
-                cause = cause.__cause__
-            if isinstance(cause, StageFailure):
-                failure = cause
-            else:
-                failure = StageFailure(depth, "ERROR", "harness-error",
-                                       f"{type(cause).__name__}: {cause}".splitlines()[0])
+            from .strategy import stage_failure
+
+            failure = stage_failure(exc, depth)
     finally:
         with contextlib.suppress(Exception):
             if strategy.broken is None:

@@ -124,20 +124,13 @@ class Board:
         try:
             self.strategy.transition(state)
         except StrategyError as exc:
-            # never_retry wraps each nested transition: find the first real cause.
-            cause = exc
-            while isinstance(cause, StrategyError) and cause.__cause__ is not None:
-                cause = cause.__cause__
-            if isinstance(cause, StageFailure):
-                self.failure = cause
-                raise cause from None
-            if isinstance(cause, XenlabError):
-                self.failure = StageFailure("prepare", "ERROR", "harness-config", str(cause))
-            else:
-                tail = self.strategy.recorder.tail(15) if self.strategy.recorder else []
-                self.failure = StageFailure(state, "ERROR", "harness-error",
-                                            f"{type(cause).__name__}: {cause}", tail)
-            raise self.failure from cause
+            from .strategy import stage_failure  # the env's imports loaded it already
+
+            tail = self.strategy.recorder.tail(15) if self.strategy.recorder else []
+            self.failure = stage_failure(exc, state, tail)
+            # A harness bug keeps its traceback; a board's failure speaks for itself.
+            raise self.failure from (exc if self.failure.classification == "harness-error"
+                                     else None)
         return self.strategy
 
 

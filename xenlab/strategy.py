@@ -464,6 +464,24 @@ class XenStrategy(Strategy):
         return f": {text.splitlines()[-1]}" if text else ""
 
 
+def stage_failure(exc: BaseException, stage: str, evidence=()) -> StageFailure:
+    """The StageFailure behind what `transition` raised.
+
+    labgrid's never_retry wraps each nested transition in a StrategyError, so
+    the real cause sits at the end of the chain; a configuration mistake is the
+    harness's, anything else unexpected a harness error at `stage`.
+    """
+    cause = exc
+    while isinstance(cause, StrategyError) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, StageFailure):
+        return cause
+    if isinstance(cause, XenlabError):
+        return StageFailure("prepare", "ERROR", "harness-config", str(cause))
+    return StageFailure(stage, "ERROR", "harness-error", f"{type(cause).__name__}: {cause}",
+                        list(evidence))
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
