@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xenlab import debs  # noqa: E402
-from xenlab.images import build_image_set  # noqa: E402
+from xenlab.images import debs  # noqa: E402
+from xenlab.images.imageset import build_image_set  # noqa: E402
 
 
 def timed(arch: str) -> tuple[float, Path]:

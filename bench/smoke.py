@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import bare_boot  # noqa: E402
 
-from xenlab.images import build_image_set  # noqa: E402
+from xenlab.images.imageset import build_image_set  # noqa: E402
 
 TARGETS = {"arm64": "qemu-arm64", "arm32": "qemu-arm32"}
 # bare_boot mark -> xenlab stage mark (run.json info.stage_marks)

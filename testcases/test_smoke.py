@@ -15,9 +15,17 @@ GUEST_CFG = "/root/guest.cfg"
 
 
 def test_uboot(board):
-    """U-Boot answers and loads Xen, the DTB, the Dom0 kernel and initramfs over TFTP."""
-    board.boot("uboot")
-    assert "uboot" in board.strategy.marks
+    """U-Boot answers and loads Xen, the DTB, the Dom0 kernel and initramfs, each whole."""
+    strategy = board.boot("uboot")
+    replies = {cmd.split()[-1]: "\n".join(out) for cmd, out in strategy.uboot_replies
+               if cmd.startswith(strategy.profile.load_command + " ")}
+    for placed in strategy.plan.placements:
+        assert placed.filename in replies, f"{placed.filename} was never loaded"
+        # tftpb says "Bytes transferred = N (hex)", a filesystem load "N bytes read".
+        assert re.search(rf"Bytes transferred = {placed.size}\b|^{placed.size} bytes read",
+                         replies[placed.filename], re.M), \
+            f"{placed.role} {placed.filename}: U-Boot did not load its {placed.size} bytes: " \
+            f"{replies[placed.filename][-300:]}"
 
 
 def test_xen_boots(board):
@@ -71,7 +79,11 @@ def test_domu_create_console(board):
     board.shell.leave_guest()
     assert (out, status) == (["domU"], 0)
     out, _, _ = board.shell.run("xl list")
-    assert any(l.split()[:2] == [GUEST, l.split()[1]] and l.startswith(GUEST) for l in out), out
+    rows = {l.split()[0]: l.split() for l in out[1:] if l.strip()}
+    assert GUEST in rows, out
+    state = rows[GUEST][4]  # Name ID Mem VCPUs State Time(s)
+    # Running or blocked (waiting for input), never paused, shut down, crashed or dying.
+    assert re.fullmatch(r"[r-][b-]----", state) and state != "------", out
 
 
 def _need_guest(board):

@@ -11,8 +11,9 @@ import subprocess
 import pytest
 from labgrid import Environment
 
-from farmlab import timed_smoke, BOARD, REPO, STEPS, Bench, explain, record, run_smoke
-from xenlab import farm
+from support.farmlab import timed_smoke, BOARD, REPO, STEPS, Bench, explain, record, run_smoke
+from xenlab.errors import XenlabError
+from xenlab.run import health
 
 BENCH_QEMU = str(REPO / "scripts" / "bench-qemu")
 
@@ -67,7 +68,7 @@ def test_smoke_passes_on_the_bench_board(smoke_run, bench):
     rec, run_dir = record(results)
     assert rec["verdict"] == "PASS", rec
     assert [s["name"] for s in rec["steps"]] == STEPS
-    assert rec["info"]["board_profile"] == "qemu-bench-arm64"
+    assert rec["profile"] == "qemu-bench-arm64" and rec["target"] == BOARD
     assert rec["info"]["uboot_version"].startswith("2023.01")  # nothing lost before connecting
     console = (run_dir / "console.log").read_text(errors="replace")
     # U-Boot fetched from our atftpd, not from QEMU's built-in server.
@@ -130,14 +131,14 @@ def bench_env(bench, monkeypatch):
 
 def test_health_check_to_uboot_passes_and_powers_off(bench, bench_env, tmp_path):
     target = bench_env().get_target(BOARD)
-    assert farm.health_check(target, "uboot", results=tmp_path) is None
+    assert health.health_check(target, "uboot", results=tmp_path) is None
     assert not (tmp_path / BOARD).exists()  # a healthy board leaves no record
     assert _power_state(bench) == "off"
 
 
 def test_failing_health_check_marks_the_board_unavailable(bench_env, tmp_path, busy_port):
     target = bench_env(LG_BENCH_SERIAL=f"127.0.0.1:{busy_port}").get_target(BOARD)
-    rec = farm.health_check(target, "uboot", results=tmp_path)
+    rec = health.health_check(target, "uboot", results=tmp_path)
     assert rec is not None
     data, run_dir = record(tmp_path)
     assert data["run_id"] == rec.run_id
@@ -150,5 +151,5 @@ def test_failing_health_check_marks_the_board_unavailable(bench_env, tmp_path, b
 
 def test_health_check_refuses_an_unknown_depth(bench_env):
     target = bench_env().get_target(BOARD)
-    with pytest.raises(farm.XenlabError, match="depth"):
-        farm.health_check(target, "xen")
+    with pytest.raises(XenlabError, match="depth"):
+        health.health_check(target, "xen")

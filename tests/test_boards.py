@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xenlab.boards import STAGES, boards_dir, list_boards, load_profile
-from xenlab.dtb import CorruptDtb, DtbInfo, resolve_dtb
+from xenlab.plan.profile import STAGES, boards_dir, list_boards, load_profile
+from xenlab.plan.dtb import CorruptDtb, DtbInfo, resolve_dtb
 from xenlab.errors import XenlabError
 
 SHIPPED = ["qemu-virt-arm64", "qemu-virt-arm32", "rpi4", "zcu102", "juno-r2", "cubieboard2"]
@@ -101,7 +101,7 @@ def test_qemu_dump_is_reproducible_and_fixed_up():
 
 @pytest.mark.parametrize("name", ["rpi4", "cubieboard2"])
 def test_debian_dtb_is_the_packaged_one(name):
-    from xenlab import debs
+    from xenlab.images import debs
     p = load_profile(name)
     assert not p.dtb_fixups
     resolved = resolve_dtb(p)  # fetches the package into the cache

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xenlab.boards import boards_dir, load_profile
-from xenlab.bootplan import ALIGN, SCRIPT_SLOT, BootPlan, DomUSpec
-from xenlab.dtb import resolve_dtb
+from xenlab.plan.profile import boards_dir, load_profile
+from xenlab.plan.bootplan import ALIGN, SCRIPT_SLOT, BootPlan, DomUSpec
+from xenlab.plan.dtb import resolve_dtb
 from xenlab.errors import XenlabError
 
 MiB = 1 << 20

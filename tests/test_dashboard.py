@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html.parser
-import importlib.util
 import shutil
 import subprocess
 import threading
@@ -20,15 +19,14 @@ from pathlib import Path
 
 import pytest
 
+import support.fabricate as bench
 from xenlab.cli import build_parser
-from xenlab import dashboard
-from xenlab.errors import XenlabError
-from xenlab.results import RunRecord, Status, list_runs
+from xenlab.errors import Status, XenlabError
+from xenlab.reports import dashboard
+from xenlab.reports.dashindex import open_index
+from xenlab.run.record import RunRecord, list_runs
 
 REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("bench_dashboard", REPO / "bench" / "dashboard.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
 
 BOARDS, NIGHTS = 6, 40
 LAST, BEFORE = 39, 38
@@ -219,7 +217,7 @@ def test_known_issue_label_and_link_on_the_run_page(site):
 
 def test_run_page_escapes_and_refuses_script_links(tmp_path):
     results = tmp_path / "results"
-    r = RunRecord.start(results, "b", target="b", arch="arm64", tester="<i>t</i>")
+    r = RunRecord.start(results, "b", arch="arm64", tester="<i>t</i>")
 
     class Issue:
         def to_dict(self):
@@ -327,7 +325,7 @@ def test_other_results_start_a_fresh_site(tmp_path):
 
 def test_the_index_lives_in_the_out_dir(site):
     results, out = site
-    db = dashboard.open_index(out, results)
+    db = open_index(out, results, dashboard._render_version())
     try:
         (n,) = db.execute("SELECT count(*) FROM runs").fetchone()
     finally:

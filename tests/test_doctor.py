@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xenlab import debs
-from xenlab.boards import boards_dir, load_profile
-from xenlab.doctor import doctor
-from xenlab.dtb import resolve_dtb
+from xenlab.images import debs
+from xenlab.plan.profile import boards_dir, load_profile
+from xenlab.plan.doctor import doctor
+from xenlab.plan.dtb import resolve_dtb
 from xenlab.errors import Finding, Severity
-from xenlab.imageformat import image_format, image_info
+from xenlab.images.imageformat import image_format, image_info
 
 MiB = 1 << 20
 SHIPPED = ["qemu-virt-arm64", "qemu-virt-arm32", "rpi4", "zcu102", "juno-r2", "cubieboard2"]
@@ -261,7 +261,7 @@ def test_image_format_of_debian_kernels():
 
 @pytest.mark.parametrize("name", ["qemu-virt-arm64", "rpi4", "cubieboard2"])
 def test_dtb_summary_agrees_with_fdtget(name):
-    from xenlab.dtb import DtbInfo
+    from xenlab.plan.dtb import DtbInfo
     dtb = resolve_dtb(load_profile(name))
     lines = DtbInfo.load(dtb).summary()
     stdout = fdtget(dtb, "-t", "s", "/chosen", "stdout-path")

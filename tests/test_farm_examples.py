@@ -12,8 +12,8 @@ import pytest
 from labgrid import Environment
 from labgrid.factory import target_factory
 
-from farmlab import REPO
-from xenlab.boards import load_profile
+from support.farmlab import REPO
+from xenlab.plan.profile import load_profile
 
 EXAMPLES = REPO / "farm-examples.yaml"
 BOARDS = ["rpi4", "zcu102", "juno-r2", "cubieboard2"]

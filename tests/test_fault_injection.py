@@ -1,4 +1,4 @@
-"""Fault injection without QEMU: a recorded console replayed as a board (tests/fakeboard.py)
+"""Fault injection without QEMU: a recorded console replayed as a board (tests/support/fakeboard.py)
 through the same strategy, plugin and run record as a real run.
 
 Each scenario asserts the verdict, the classification, and that console.log and
@@ -14,39 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from fakeboard import FakeBoard
-from xenlab.results import RunRecord
+from support.fakeboard import PROFILE, FakeBoard, env_file
+from xenlab.run.record import RunRecord
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PROFILE = HERE / "data" / "fake-arm64.yaml"
 BOOT_STEPS = "uboot or xen_boots or dom0_boots or xl_info or xl_list"
 
 
 def _env_file(tmp_path, board: FakeBoard, profile: Path = PROFILE, power_on: str | None = None):
-    poke = f"{sys.executable} {HERE / 'fakeboard.py'} poke {board.control_port} %s"
-    env = tmp_path / "fake.yaml"
-    env.write_text(f"""
-imports: [xenlab.console, xenlab.strategy]
-targets:
-  fake-arm64:
-    options:
-      xenlab_board: {profile}
-    resources:
-      NetworkSerialPort: {{host: 127.0.0.1, port: {board.console_port}, protocol: raw}}
-    drivers:
-      SerialDriver: {{}}
-      ExternalPowerDriver:
-        cmd_on: '{power_on or poke % "on"}'
-        cmd_off: '{poke % "off"}'
-      UBootDriver:
-        prompt: "=> "
-        autoboot: "Hit any key to stop autoboot:"
-      XenShellDriver:
-        txdelay: 0.0
-      XenStrategy: {{}}
-""")
-    return env
+    return env_file(tmp_path, board, profile, power_on)
 
 
 def _pytest_cmd(env: Path, results: Path) -> list[str]:

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xenlab import debs
-from xenlab.cache import cache_root, sha256_file
+from xenlab.images import debs
+from xenlab.images.cache import cache_root, sha256_file
 from xenlab.errors import XenlabError
-from xenlab.images import (build_image_set, check_image_set, check_kernel_config,
-                           load_manifest, manifest_path)
-from xenlab.initramfs import read_cpio_gz
+from xenlab.images.checks import check_image_set, check_kernel_config
+from xenlab.images.imageset import build_image_set
+from xenlab.images.manifest import load_manifest, manifest_path
+from xenlab.images.cpio import read_cpio_gz
 
 REPO = Path(__file__).resolve().parent.parent
 XENLAB = [sys.executable, "-m", "xenlab.cli"]
@@ -198,7 +199,7 @@ def test_checksum_mismatch(tmp_path, monkeypatch):
 
 def test_manifest_unknown_key_and_bad_sha(tmp_path):
     m = _manifest_variant(tmp_path, lambda d: d.update(colour="blue"))
-    with pytest.raises(XenlabError, match="unknown key 'colour'"):
+    with pytest.raises(XenlabError, match="key 'colour': unknown key"):
         load_manifest(m)
     m = _manifest_variant(tmp_path, lambda d: d["packages"][1].update(sha256="abc"))
     with pytest.raises(XenlabError, match=r"packages\[1\].sha256"):
@@ -247,3 +248,45 @@ def test_images_build_prints_the_artifact_table():
     for art in s.artifacts.values():
         row = next(l for l in lines if l.startswith(art.name + " "))
         assert art.sha256[:16] in row and art.source.split()[0] in row
+
+
+def test_pin_rewrites_versions_in_place_keeping_comments_and_layout(tmp_path):
+    """`images pin` edits the manifest with ruamel.yaml: only the pinned values change."""
+    from xenlab.images.manifest import pin_manifest
+
+    copy = tmp_path / "arm64.yaml"
+    original = manifest_path("arm64").read_text()
+    copy.write_text(original)
+    new_sha = "f" * 64
+
+    def query(name, arch):
+        pkg = next(p for p in load_manifest(copy).packages if p.name == name)
+        assert arch == "arm64"
+        return ("99.0-xenlab", new_sha) if name == "libfdt1" else (pkg.version, pkg.sha256)
+
+    changed = pin_manifest(copy, query)
+    assert changed == ["libfdt1: 1.6.1-4+b1 -> 99.0-xenlab"]
+    before, after = original.splitlines(), copy.read_text().splitlines()
+    diff = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert len(diff) == 1 and "libfdt1" in diff[0][1]
+    assert diff[0][1] == f'  - {{name: libfdt1, version: "99.0-xenlab", sha256: {new_sha}}}'
+    assert load_manifest(copy).package("libfdt1").version == "99.0-xenlab"
+
+
+def test_elf_needed_libraries_match_readelf():
+    """The library closure reads ELF headers with pyelftools; it agrees with binutils."""
+    import re as _re
+
+    from xenlab.images import rootfs
+
+    m = load_manifest(manifest_path("arm64"))
+    utils = m.package("xen-utils-4.17")
+    debs.fetch([utils])
+    xl = debs.extract(utils) / "usr/lib/xen-4.17/bin/xl"
+    proc = subprocess.run(["readelf", "-d", "-W", str(xl)], capture_output=True, text=True,
+                          check=True)
+    assert rootfs.elf_needed(xl) == _re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                                                proc.stdout)
+    assert "libxenlight.so.4.17" in rootfs.elf_needed(xl)
+    assert rootfs.elf_interpreter(xl) == "/lib/ld-linux-aarch64.so.1"
+    assert rootfs.elf_needed(manifest_path("arm64")) == []  # not an ELF file: nothing

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from xenlab.errors import XenlabError
-from xenlab.known_issues import CULPRITS, failure_text, load_known_issues, match
-from xenlab.results import RunRecord
+from xenlab.run.known_issues import CULPRITS, failure_text, load_known_issues, match
+from xenlab.run.record import RunRecord
 
 BUNDLED = Path(__file__).resolve().parent.parent / "boards" / "known-issues.yaml"
 
@@ -80,7 +80,7 @@ def test_board_and_step_globs_and_first_match_wins(tmp_path):
     (entry(culprit="firmware"), "culprit", "'firmware' is not one of"),
     (entry(id="Bad Id"), "id", "must match"),
     (entry().replace('  link: "https://example.org/bug/1"\n', ""), "link", "missing"),
-    (entry().replace('"a label"', '""'), "label", "non-empty string"),
+    (entry().replace('"a label"', '""'), "label", "must not be empty"),
 ])
 def test_bad_entries_name_file_index_and_key(tmp_path, text, key, why):
     path = write(tmp_path, entry("first") + text.replace("id: x", "id: second"))
@@ -88,14 +88,14 @@ def test_bad_entries_name_file_index_and_key(tmp_path, text, key, why):
         load_known_issues(path)
     msg = str(e.value)
     assert "\n" not in msg
-    assert msg.startswith(f"{path}: entry 1: {key}: ") and why in msg
+    assert msg.startswith(f"{path}: key '[1].{key}': ") and why in msg
 
 
 @pytest.mark.parametrize("text, why", [
-    ("id: x\n", "must be a list"),
-    ("- [1, 2]\n", "entry 0: (entry): must be a mapping"),
+    ("id: x\n", "key '(top level)': {'id': 'x'} is not a list"),
+    ("- [1, 2]\n", "key '[0]': [1, 2] is not a mapping"),
     ("- {id: [\n", "not valid YAML at line"),
-    (entry("same") + entry("same"), "entry 1: id: 'same' is used twice"),
+    (entry("same") + entry("same"), "key '[1].id': 'same' is used twice"),
 ])
 def test_bad_files(tmp_path, text, why):
     with pytest.raises(XenlabError) as e:
@@ -115,7 +115,8 @@ def test_missing_file(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- KNOWN steps
 
 def record_with(tmp_path, *steps) -> dict:
-    rec = RunRecord.start(tmp_path, "qemu-virt-arm32", target="main", arch="arm32", tester="ci")
+    rec = RunRecord.start(tmp_path, "qemu-virt-arm32", profile="qemu-virt-arm32", arch="arm32",
+                          tester="ci")
     for name, status, kw in steps:
         rec.step_finished(name, status, 2.0, **kw)
     rec.finish()
@@ -162,6 +163,6 @@ def test_a_failure_after_a_known_one_is_still_named(tmp_path):
 
 def test_only_failures_can_be_known(tmp_path):
     known = load_known_issues(BUNDLED)[0]
-    rec = RunRecord.start(tmp_path, "b", target="t", arch="arm64", tester="ci")
+    rec = RunRecord.start(tmp_path, "b", arch="arm64", tester="ci")
     with pytest.raises(ValueError):
         rec.step_finished("x", "PASS", 1.0, known=known)

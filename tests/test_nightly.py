@@ -1,24 +1,28 @@
-"""The nightly comparison (xenlab.nightly): compare() on crafted runs, baselines, the summary."""
+"""The nightly comparison (xenlab.run.compare) on crafted runs, baselines, the summary
+(xenlab.reports.nightly) and the command."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import support.fabricate as bench
+from xenlab import cli
 from xenlab.cli import build_parser
-from xenlab import nightly
-from xenlab.errors import XenlabError
-from xenlab.nightly import Change, classify, compare, format_summary, previous_runs
-from xenlab.results import RunRecord, Status, list_runs
+from xenlab.errors import Status, XenlabError
+from xenlab.reports.nightly import format_summary
+from xenlab.run import compare as nightly
+from xenlab.run import runner
+from xenlab.run.compare import Change, compare, previous_runs
+from xenlab.run.compare import change_between as classify
+from xenlab.run.farmfile import FarmTarget
+from xenlab.run.record import RunRecord, list_runs
 
 REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("bench_dashboard", REPO / "bench" / "dashboard.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
 
 
 def run(verdict: str, run_id: str = "r", start: str = "2025-01-02T02:00:00.000Z", **kw) -> dict:
@@ -65,15 +69,15 @@ def test_compare_every_category_with_osstest_words():
                "fixed": run("PASS", "c-fixed"), "lab": run("ERROR", "c-lab"),
                "ok": run("PASS", "c-ok"), "fresh": run("PASS", "c-fresh")}
     c = compare(previous, current)
-    assert [e.board for e in c.entries] == sorted(set(previous) | set(current))
-    by = {e.board: e for e in c.entries}
+    assert [e.target for e in c.entries] == sorted(set(previous) | set(current))
+    by = {e.target: e for e in c.entries}
     assert by["reg"].change is Change.REGRESSION and by["reg"].wording() == "REGR. vs. p-reg"
     assert by["still"].change is Change.STILL_FAILING and by["still"].wording() == "fail like p-still"
     assert by["fixed"].change is Change.FIXED and "p-fixed" in by["fixed"].wording()
     assert by["gone"].change is Change.MISSING and by["gone"].current is None
     assert by["fresh"].change is Change.NEW
     assert by["lab"].change is Change.INFRA and "not a regression" in by["lab"].wording()
-    assert [e.board for e in c.regressions] == ["reg"]
+    assert [e.target for e in c.regressions] == ["reg"]
     assert c.counts()[Change.PASS] == 1
 
 
@@ -83,9 +87,9 @@ def test_compare_regression_after_known_names_what_it_was():
 
 
 def test_compare_accepts_run_records(tmp_path):
-    rec = RunRecord.start(tmp_path, "b", target="b", arch="arm64", tester="t")
+    rec = RunRecord.start(tmp_path, "b", arch="arm64", tester="t")
     rec.finish(Status.FAIL, "xen_boots: panic", classification="xen-panic")
-    prev = RunRecord.start(tmp_path, "b", target="b", arch="arm64", tester="t")
+    prev = RunRecord.start(tmp_path, "b", arch="arm64", tester="t")
     prev.finish(Status.PASS)
     assert compare({"b": prev}, {"b": rec}).regressions[0].current is rec
 
@@ -141,7 +145,7 @@ def test_summary_for_a_cron_mail(tmp_path):
                     "1 lab/harness error(s), 1 pass")
     assert "REGRESSIONS" in rest and "LAB / HARNESS ERRORS" in rest
     reg = next(l for l in rest if l.startswith("  board-00"))
-    prev_id = next(r.run_id for r in history if r.board == "board-00" and r.start_time < "2025-01-02")
+    prev_id = next(r.run_id for r in history if r.target == "board-00" and r.start_time < "2025-01-02")
     assert f"REGR. vs. {prev_id}" in reg and "[xen-panic]" in reg
     assert any("log board-00/" in l and l.endswith("console.log") for l in rest)
     assert any(l.startswith("      | ") and "Panic on CPU 0" in l for l in rest)  # excerpt
@@ -175,9 +179,9 @@ def test_cmd_no_run_without_results_is_a_one_line_error(tmp_path):
 FAKE = """\
 import sys
 from pathlib import Path
-from xenlab.results import RunRecord
+from xenlab.run.record import RunRecord
 verdict, target, results, tester, run_id = sys.argv[1:]
-r = RunRecord.start(Path(results), target, target=target, arch="arm64", tester=tester,
+r = RunRecord.start(Path(results), target, arch="arm64", tester=tester,
                     run_id=run_id)
 r.step_finished("xen_boots", verdict, 0.1, classification="xen-panic" if verdict == "FAIL" else None)
 r.finish()
@@ -185,19 +189,16 @@ r.finish()
 
 
 def test_cmd_runs_the_farm_and_compares_with_the_night_before(tmp_path, monkeypatch, capsys):
-    from xenlab import testday
-    from xenlab.testday import FarmTarget
-
     results = tmp_path / "results"
     bench.fabricate(results, boards=3, nights=1, retries=False)  # last night: all PASS
     script = tmp_path / "fake.py"
     script.write_text(FAKE)
     tonight = {"board-00": "PASS", "board-01": "FAIL"}  # board-02 not run: missing
-    monkeypatch.setattr(testday, "load_farm", lambda farm, names: [
-        FarmTarget(b, "qemu-virt-arm64", "arm64", False) for b in tonight])
-    monkeypatch.setattr(testday, "pytest_command", lambda farm, target, res, tester, rid: [
+    farm = [FarmTarget(b, "qemu-virt-arm64", "arm64", frozenset(), None) for b in tonight]
+    monkeypatch.setattr(cli, "load_farm", lambda path: SimpleNamespace(select=lambda names: farm))
+    monkeypatch.setattr(runner, "pytest_command", lambda farm, target, res, tester, rid: [
         sys.executable, str(script), tonight[target], target, str(res), tester, rid])
-    monkeypatch.setattr(testday, "POLL_S", 0.05)
+    monkeypatch.setattr(runner, "POLL_S", 0.05)
     args = _args("--results", str(results), "--skip-images")
     assert args.func(args) == 1
     out = capsys.readouterr().out

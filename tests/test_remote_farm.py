@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from farmlab import timed_smoke, BOARD, PLACE, REPO, STEPS, Bench, Farm, explain, record, run_smoke, smoke_args
-from xenlab import farm
+from support.farmlab import timed_smoke, BOARD, PLACE, REPO, STEPS, Bench, Farm, explain, record, run_smoke, smoke_args
+from xenlab.lab import places, services
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def _refused(tmp_path, env, classification, *extra):
 
 
 def test_coordinator_unreachable(lab, tmp_path):
-    dead = f"127.0.0.1:{farm.free_port()}"
+    dead = f"127.0.0.1:{services.free_port()}"
     message = _refused(tmp_path, lab.env(LG_COORDINATOR=dead), "coordinator-unreachable")
     assert message == f"coordinator {dead} unreachable"
 
@@ -134,7 +134,7 @@ def test_acquire_waits_for_a_place_released_meanwhile(exporter_up):
     timer = threading.Timer(2.0, lambda: lab.client("release", user="colleague"))
     timer.start()
     try:
-        with farm.acquire_place(PLACE, lab.address, timeout=60) as lease:
+        with places.acquire_place(PLACE, lab.address, timeout=60) as lease:
             assert lease.waited >= 1.5
             assert not lab.holder().endswith("/colleague")
     finally:
@@ -145,7 +145,7 @@ def test_acquire_waits_for_a_place_released_meanwhile(exporter_up):
 def test_released_when_the_block_raises(exporter_up):
     lab = exporter_up
     with pytest.raises(RuntimeError):
-        with farm.acquire_place(PLACE, lab.address):
+        with places.acquire_place(PLACE, lab.address):
             assert lab.holder() is not None
             raise RuntimeError("the run failed")
     _released(lab)
@@ -157,8 +157,8 @@ def test_released_on_ctrl_c_and_sigterm(exporter_up, sig):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from xenlab import farm
-            with farm.acquire_place({PLACE!r}, {lab.address!r}):
+            from xenlab.lab import places, services
+            with places.acquire_place({PLACE!r}, {lab.address!r}):
                 print("held", flush=True)
                 time.sleep(120)
             """)],

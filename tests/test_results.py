@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 
 from xenlab.errors import XenlabError
-from xenlab.results import (RunRecord, Status, classify_console, clean_lines, console_excerpt,
-                            format_run, list_runs, parse_console_facts, safe_name)
+from xenlab.console_text import clean_lines
+from xenlab.console_text import excerpt as console_excerpt
+from xenlab.errors import Status
+from xenlab.lab.monitors import classify as classify_console
+from xenlab.lab.monitors import parse_console_facts
+from xenlab.run.junit import format_run
+from xenlab.run.record import RunRecord, list_runs, safe_name
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +29,8 @@ BOARD = "qemu-virt-arm64"
 
 
 def start(root: Path, board: str = BOARD, **kw) -> RunRecord:
-    return RunRecord.start(root, board, target="main", arch="arm64", tester="alice", **kw)
+    return RunRecord.start(root, board, profile="qemu-virt-arm64", arch="arm64", tester="alice",
+                           **kw)
 
 
 def on_disk(record: RunRecord) -> dict:
@@ -52,8 +58,8 @@ XEN_PANIC = ("(XEN) ****************************************\r\r\r\n"
                                  "-rf", "x" * 65, "ok\n", "/abs", "a\\b", None, 3])
 def test_safe_name_rejects(bad):
     with pytest.raises(XenlabError) as e:
-        safe_name(bad, "board")
-    assert "board name" in str(e.value) and repr(bad) in str(e.value)
+        safe_name(bad, "target")
+    assert "target name" in str(e.value) and repr(bad) in str(e.value)
 
 
 @pytest.mark.parametrize("good", ["qemu-virt-arm64", "zcu102", "rpi4.b", "A_1", "x" * 64])
@@ -69,6 +75,24 @@ def test_start_refuses_names_that_escape_the_root(tmp_path):
     with pytest.raises(XenlabError):
         start(root, run_id="../../etc")
     assert not (tmp_path / "evil").exists()
+
+
+def test_a_schema_1_record_still_loads_as_target_and_profile(tmp_path):
+    """Records written before "target"/"profile" (schema 1 said "board") still load."""
+    old = {"schema": 1, "board": "qemu-arm64", "target": "qemu-arm64", "arch": "arm64",
+           "tester": "ci", "host": "lab", "run_id": "20250101T000000Z-abcdef",
+           "start": "2025-01-01T00:00:00.000Z", "end": "2025-01-01T00:00:30.000Z",
+           "info": {"board_profile": "qemu-virt-arm64", "xen_version": "4.17.5"},
+           "steps": [{"name": "uboot", "status": "PASS", "started": "2025-01-01T00:00:00.000Z",
+                      "duration_s": 0.4}],
+           "verdict": "PASS", "verdict_reason": "", "classification": None, "harness_pid": None}
+    run = tmp_path / "qemu-arm64" / old["run_id"]
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps(old))
+    (loaded,) = list_runs(tmp_path)
+    assert (loaded.target, loaded.profile, loaded.verdict) == ("qemu-arm64", "qemu-virt-arm64",
+                                                               Status.PASS)
+    assert loaded.to_dict()["schema"] == 2 and "board" not in loaded.to_dict()
 
 
 def test_start_refuses_a_board_dir_symlinked_outside(tmp_path):
@@ -90,7 +114,8 @@ def test_lifecycle_writes_complete_json_after_every_call(tmp_path):
     assert rec.console_log == rec.path / "console.log" and not rec.console_log.exists()
     d = on_disk(rec)
     assert d["verdict"] == "RUNNING" and d["end"] is None and d["steps"] == []
-    assert d["schema"] == 1 and d["board"] == BOARD and d["tester"] == "alice"
+    assert d["schema"] == 2 and d["target"] == BOARD and d["tester"] == "alice"
+    assert d["profile"] == "qemu-virt-arm64" and "board" not in d
     assert d["info"] == {"overrides": {"xen.cmdline": "sched=null"}}
 
     rec.set_info(xen_version="4.17.5", image_set_hash="ab" * 32)
@@ -189,10 +214,10 @@ def test_list_runs_newest_first(tmp_path):
     (tmp_path / BOARD / "half-made").mkdir()  # killed before its first run.json
     (tmp_path / BOARD / "notes.txt").write_text("not a run")
     assert [r.run_id for r in list_runs(tmp_path)] == [c.run_id, b.run_id, a.run_id]
-    assert [r.run_id for r in list_runs(tmp_path, board=BOARD)] == [b.run_id, a.run_id]
+    assert [r.run_id for r in list_runs(tmp_path, target=BOARD)] == [b.run_id, a.run_id]
     assert list_runs(tmp_path / "nothing-here") == []
     with pytest.raises(XenlabError):
-        list_runs(tmp_path, board="../x")
+        list_runs(tmp_path, target="../x")
 
 
 # --------------------------------------------------------------------------- crashes
@@ -200,8 +225,8 @@ def test_list_runs_newest_first(tmp_path):
 CHILD = """
 import sys
 from pathlib import Path
-from xenlab.results import RunRecord
-rec = RunRecord.start(Path(sys.argv[1]), "qemu-virt-arm64", target="main", arch="arm64",
+from xenlab.run.record import RunRecord
+rec = RunRecord.start(Path(sys.argv[1]), "qemu-virt-arm64", profile="qemu-virt-arm64", arch="arm64",
                       tester="ci", run_id="victim")
 evidence = ["(XEN) d0v0: vGICD: unhandled word write 0x000000ffffffff to ICACTIVER%d" % i
             for i in range(2000)]  # big writes widen the window a torn write would show in
@@ -243,8 +268,8 @@ def test_sigkill_mid_write_leaves_complete_json(tmp_path, delay):
 CTRL_C_CHILD = """
 import sys, time
 from pathlib import Path
-from xenlab.results import RunRecord
-rec = RunRecord.start(Path(sys.argv[1]), "qemu-virt-arm64", target="main", arch="arm64",
+from xenlab.run.record import RunRecord
+rec = RunRecord.start(Path(sys.argv[1]), "qemu-virt-arm64", profile="qemu-virt-arm64", arch="arm64",
                       tester="ci", run_id="interrupted")
 rec.step_finished("uboot", "PASS", 0.4)
 rec.step_started("dom0")

@@ -1,4 +1,5 @@
-"""The Test Day runner and its wiki table (xenlab.testday).
+"""The Test Day table (xenlab.reports.testday), the farm runner (xenlab.run.runner) and
+the farm file reader (xenlab.run.farmfile).
 
 The table is checked against the records it came from (fabricated runs of
 every verdict); the runner against fake pytest children (Ctrl-C, a child
@@ -9,7 +10,6 @@ real: `xenlab testday` boots the QEMU board.
 from __future__ import annotations
 
 import _thread
-import importlib.util
 import io
 import re
 import shutil
@@ -17,19 +17,20 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import support.fabricate as bench
+from xenlab import cli
 from xenlab.cli import build_parser
-from xenlab import testday
-from xenlab.errors import XenlabError
-from xenlab.results import RunRecord, Status, list_runs
-from xenlab.testday import FarmTarget
+from xenlab.errors import Status, XenlabError
+from xenlab.reports import testday
+from xenlab.run import runner
+from xenlab.run.farmfile import FarmTarget, load_farm
+from xenlab.run.record import RunRecord, list_runs
 
 REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("bench_dashboard", REPO / "bench" / "dashboard.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
 
 
 def _args(*argv):
@@ -54,7 +55,7 @@ def records(tmp_path):
     verdicts = {0: Status.PASS, 1: Status.FAIL, 2: Status.ERROR, 3: Status.KNOWN, 4: Status.PASS}
     bench.fabricate(tmp_path, boards=5, nights=1, retries=False,
                     override={(b, 0): v for b, v in verdicts.items()})
-    runs = sorted(list_runs(tmp_path), key=lambda r: r.board)
+    runs = sorted(list_runs(tmp_path), key=lambda r: r.target)
     assert [r.verdict for r in runs] == list(verdicts.values())
     return runs
 
@@ -66,7 +67,7 @@ def test_markdown_rows_match_the_records(records, tmp_path):
     steps = [s.name for s in records[0].steps]
     assert head == ["Board", "Arch", "Tester", "Date", "Xen", *steps, "Result", "Known issues", "Log"]
     for record, row in zip(records, rows, strict=True):
-        assert row["Board"] == record.board and row["Arch"] == record.arch
+        assert row["Board"] == record.target and row["Arch"] == record.arch
         assert row["Tester"] == record.tester and row["Date"] == record.start_time[:10]
         assert row["Xen"] == record.info["xen_version"]
         assert row["Result"] == record.verdict.value
@@ -87,22 +88,22 @@ def test_wiki_rows_match_the_records(records, tmp_path):
     assert len(rows) == len(records)
     n_steps = len(records[0].steps)
     for record, cells in zip(records, rows, strict=True):
-        assert cells[:5] == [record.board, record.arch, record.tester, record.start_time[:10],
+        assert cells[:5] == [record.target, record.arch, record.tester, record.start_time[:10],
                              "4.17.5"]
         statuses = [c.split(" | ")[-1] for c in cells[5:5 + n_steps + 1]]
         assert statuses == [s.status.value for s in record.steps] + [record.verdict.value]
-        assert cells[-1] == f"<code>{record.board}/{record.run_id}/console.log</code>"
+        assert cells[-1] == f"<code>{record.target}/{record.run_id}/console.log</code>"
     known = rows[3][-2]
     assert known == f"[{bench.KNOWN['link']} {bench.KNOWN['label']}]"
     assert 'style="background:#fcc" | FAIL' in text
 
 
 def test_steps_are_the_union_in_first_seen_order(tmp_path):
-    a = RunRecord.start(tmp_path, "a", target="a", arch="arm64", tester="t")
+    a = RunRecord.start(tmp_path, "a", arch="arm64", tester="t")
     for name in ("uboot", "xen_boots"):
         a.step_finished(name, "PASS", 1)
     a.finish()
-    b = RunRecord.start(tmp_path, "b", target="b", arch="arm32", tester="t")
+    b = RunRecord.start(tmp_path, "b", arch="arm32", tester="t")
     for name in ("uboot", "extra", "xen_boots"):
         b.step_finished(name, "PASS", 1)
     b.finish()
@@ -115,7 +116,7 @@ def test_steps_are_the_union_in_first_seen_order(tmp_path):
 
 def test_cells_cannot_break_either_table(tmp_path):
     nasty = "Ann | Bob [[x]] {{tpl}} '''b''' ~~~~ __NOTOC__ <b>*x*</b>\nnext"
-    r = RunRecord.start(tmp_path, "b", target="b", arch="arm64", tester=nasty)
+    r = RunRecord.start(tmp_path, "b", arch="arm64", tester=nasty)
     r.step_finished("uboot", "PASS", 1)
     r.finish()
     steps, rows = testday.table_rows([r], tmp_path)
@@ -139,20 +140,26 @@ def test_tables_are_not_overwritten(records, tmp_path):
 # --------------------------------------------------------------------------- the farm
 
 def test_load_farm_reads_targets_and_arch():
-    from xenlab.boards import load_profile
+    from xenlab.plan.profile import load_profile
 
-    targets = testday.load_farm(REPO / "farm.yaml")
-    assert FarmTarget("qemu-arm64", "qemu-virt-arm64", "arm64", False) in targets
-    assert all(t.arch == load_profile(t.board).arch for t in targets)
-    assert testday.load_farm(REPO / "farm.yaml", ["qemu-arm64"]) == \
-        [FarmTarget("qemu-arm64", "qemu-virt-arm64", "arm64", False)]
+    farm = load_farm(REPO / "farm.yaml")
+    arm64 = FarmTarget("qemu-arm64", "qemu-virt-arm64", "arm64",
+                       frozenset({"pv-block", "network"}), None)
+    assert farm.targets["qemu-arm64"] == arm64
+    assert all(t.arch == load_profile(t.profile).arch for t in farm.targets.values())
+    assert farm.select(["qemu-arm64"]) == [arm64]
+    assert not arm64.remote
 
 
 def test_load_farm_errors_are_one_line(tmp_path):
-    with pytest.raises(XenlabError, match=r"--boards nope: no XenStrategy target .*qemu-arm64"):
-        testday.load_farm(REPO / "farm.yaml", ["nope"])
+    with pytest.raises(XenlabError, match=r"no XenStrategy target 'nope' .*qemu-arm64"):
+        load_farm(REPO / "farm.yaml").select(["nope"])
     with pytest.raises(XenlabError, match="farm file .*missing.yaml not found"):
-        testday.load_farm(tmp_path / "missing.yaml")
+        load_farm(tmp_path / "missing.yaml")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("targets:\n  other:\n    drivers: {ShellDriver: {}}\n")
+    with pytest.raises(XenlabError, match="no target with a XenStrategy driver"):
+        load_farm(empty)
 
 
 def test_remote_targets_are_flagged_for_locks(tmp_path):
@@ -160,6 +167,7 @@ def test_remote_targets_are_flagged_for_locks(tmp_path):
     farm.write_text(textwrap.dedent("""\
         targets:
           lab-rpi4:
+            features: [network]
             resources:
               RemotePlace: {name: rpi4-1}
             drivers:
@@ -172,15 +180,16 @@ def test_remote_targets_are_flagged_for_locks(tmp_path):
           other:
             drivers: {ShellDriver: {}}
         """))
-    assert testday.load_farm(farm) == [FarmTarget("lab-rpi4", "rpi4", "arm64", True),
-                                       FarmTarget("lab-zcu", "zcu102", "arm64", True)]
+    assert list(load_farm(farm).targets.values()) == [
+        FarmTarget("lab-rpi4", "rpi4", "arm64", frozenset({"network"}), "rpi4-1"),
+        FarmTarget("lab-zcu", "zcu102", "arm64", frozenset(), "zcu102-1")]
 
 
 def test_bad_options_are_one_line_errors():
     with pytest.raises(XenlabError, match="--jobs 0"):
-        testday.cmd_testday(_args("--tester", "x", "--jobs", "0"))
-    with pytest.raises(XenlabError, match="--boards 'a,,b': empty"):
-        testday.cmd_testday(_args("--tester", "x", "--boards", "a,,b"))
+        cli.cmd_testday(_args("--tester", "x", "--jobs", "0"))
+    with pytest.raises(XenlabError, match="--targets 'a,,b': empty"):
+        cli.cmd_testday(_args("--tester", "x", "--targets", "a,,b"))
 
 
 # --------------------------------------------------------------------------- the runner
@@ -188,11 +197,11 @@ def test_bad_options_are_one_line_errors():
 FAKE = textwrap.dedent("""\
     import os, signal, sys, time
     from pathlib import Path
-    from xenlab.results import RunRecord
+    from xenlab.run.record import RunRecord
     mode, target, results, tester, run_id = sys.argv[1:]
     if mode == "crash":
         print("ERROR: the farm file is broken"); sys.exit(4)
-    r = RunRecord.start(Path(results), target, target=target, arch="arm64", tester=tester,
+    r = RunRecord.start(Path(results), target, arch="arm64", tester=tester,
                         run_id=run_id) if mode != "early" else None
     if r: r.set_info(xen_version="4.17.5")
     if mode in ("pass", "fail"):
@@ -220,23 +229,21 @@ def fake(monkeypatch, tmp_path):
     def command(farm, target, results, tester, run_id):
         return [sys.executable, str(script), target.split("-")[0], target, str(results), tester,
                 run_id]
-    monkeypatch.setattr(testday, "pytest_command", command)
-    monkeypatch.setattr(testday, "POLL_S", 0.05)
-    monkeypatch.setattr(testday, "TERMINATE_WAIT_S", 1.0)
-    locks = []
-    monkeypatch.setattr(testday, "acquire", lambda t: locks.append(("acquire", t.name)))
-    monkeypatch.setattr(testday, "release", lambda t: locks.append(("release", t.name)))
+    monkeypatch.setattr(runner, "pytest_command", command)
+    monkeypatch.setattr(runner, "POLL_S", 0.05)
+    monkeypatch.setattr(runner, "TERMINATE_WAIT_S", 1.0)
 
     def targets(*names):
-        return [FarmTarget(n, "qemu-virt-arm64", "arm64", False) for n in names]
-    targets.locks = locks
+        return [FarmTarget(n, "qemu-virt-arm64", "arm64", frozenset(), None) for n in names]
     targets.farm = script  # any existing file: the fake never reads it
+    targets.use = lambda *names: monkeypatch.setattr(
+        cli, "load_farm", lambda path: SimpleNamespace(select=lambda chosen: targets(*names)))
     return targets
 
 
 def test_runner_records_every_board_and_reports_progress(fake, tmp_path):
     out = io.StringIO()
-    runs, interrupted = testday.run_farm(fake.farm, fake("pass-a", "fail-b", "crash-c"),
+    runs, interrupted = runner.run_farm(fake.farm, fake("pass-a", "fail-b", "crash-c"),
                                          tmp_path / "res", "Tess", jobs=2, out=out)
     assert not interrupted
     verdicts = {r.target.name: RunRecord.load(r.run_dir).verdict for r in runs}
@@ -246,28 +253,25 @@ def test_runner_records_every_board_and_reports_progress(fake, tmp_path):
     assert crashed.classification == "harness-pytest-exit"
     assert "pytest exited 4" in crashed.verdict_reason and "farm file is broken" in crashed.verdict_reason
     assert (runs[2].run_dir / "pytest.log").is_file()
-    assert sorted(fake.locks) == sorted([(a, n) for n in ("pass-a", "fail-b", "crash-c")
-                                         for a in ("acquire", "release")])
     lines = out.getvalue().splitlines()
     assert any(l.startswith("pass-a") and l.endswith("PASS") for l in lines)
     assert any(l.startswith("fail-b") and "FAIL" in l and "xen_boots" in l for l in lines)
     assert not any("\r" in l or "\x1b" in l for l in lines)  # not a tty: plain lines
-    assert not (tmp_path / "res" / ".testday").exists()
+    assert not (tmp_path / "res" / ".runner").exists()
 
 
 def test_ctrl_c_stops_children_and_keeps_what_finished(fake, tmp_path, capsys, monkeypatch):
     results = tmp_path / "res"
-    monkeypatch.setattr(testday, "load_farm",
-                        lambda farm, names: fake("pass-a", "hang-b", "stubborn-c"))
+    fake.use("pass-a", "hang-b", "stubborn-c")
     timer = threading.Timer(2.0, _thread.interrupt_main)
     timer.start()
     try:
-        code = testday.cmd_testday(_args("--farm", str(fake.farm), "--tester", "T",
+        code = cli.cmd_testday(_args("--farm", str(fake.farm), "--tester", "T", "--health", "none",
                                          "--results", str(results)))
     finally:
         timer.cancel()
     assert code == 130
-    records = {r.board: r for r in list_runs(results)}
+    records = {r.target: r for r in list_runs(results)}
     assert records["pass-a"].verdict is Status.PASS
     assert records["hang-b"].verdict is Status.ABORTED  # the child closed it on SIGTERM
     assert records["hang-b"].verdict_reason == "SIGTERM"
@@ -278,13 +282,12 @@ def test_ctrl_c_stops_children_and_keeps_what_finished(fake, tmp_path, capsys, m
     assert "interrupted: hang-b, stubborn-c left out of the table" in out
     _, rows = md_rows(next(results.glob("testday-*.md")).read_text())
     assert [r["Board"] for r in rows] == ["pass-a"]
-    assert sorted(a for a, _ in fake.locks) == ["acquire"] * 3 + ["release"] * 3
 
 
 def test_a_child_that_dies_is_an_aborted_row(fake, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(testday, "load_farm", lambda farm, names: fake("pass-a", "die-b"))
+    fake.use("pass-a", "die-b")
     results = tmp_path / "res"
-    code = testday.cmd_testday(_args("--farm", str(fake.farm), "--tester", "T",
+    code = cli.cmd_testday(_args("--farm", str(fake.farm), "--tester", "T",
                                      "--results", str(results)))
     assert code == 1
     _, rows = md_rows(next(results.glob("testday-*.md")).read_text())
@@ -295,18 +298,18 @@ def test_a_child_that_dies_is_an_aborted_row(fake, tmp_path, monkeypatch, capsys
 
 
 def test_a_child_killed_before_its_first_save_is_an_error_row(fake, tmp_path):
-    runs, _ = testday.run_farm(fake.farm, fake("early-a"), tmp_path, "T", out=io.StringIO())
+    runs, _ = runner.run_farm(fake.farm, fake("early-a"), tmp_path, "T", out=io.StringIO())
     record = RunRecord.load(runs[0].run_dir)
     assert record.verdict is Status.ERROR and record.classification == "harness-pytest-exit"
 
 
 def test_exit_status_is_non_zero_unless_every_board_passes(fake, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(testday, "load_farm", lambda farm, names: fake("pass-a", "pass-b"))
-    args = _args("--farm", str(fake.farm), "--tester", "T", "--results", str(tmp_path / "1"))
-    assert testday.cmd_testday(args) == 0
-    monkeypatch.setattr(testday, "load_farm", lambda farm, names: fake("pass-a", "fail-b"))
-    args = _args("--farm", str(fake.farm), "--tester", "T", "--results", str(tmp_path / "2"))
-    assert testday.cmd_testday(args) == 1
+    fake.use("pass-a", "pass-b")
+    args = _args("--farm", str(fake.farm), "--tester", "T", "--health", "none", "--results", str(tmp_path / "1"))
+    assert cli.cmd_testday(args) == 0
+    fake.use("pass-a", "fail-b")
+    args = _args("--farm", str(fake.farm), "--tester", "T", "--health", "none", "--results", str(tmp_path / "2"))
+    assert cli.cmd_testday(args) == 1
 
 
 # --------------------------------------------------------------------------- for real
@@ -317,9 +320,9 @@ def test_testday_boots_the_qemu_boards(tmp_path, capsys):
     results = tmp_path / "results"
     args = _args("--farm", str(REPO / "farm.yaml"), "--tester", "New User",
                  "--results", str(results))
-    code = testday.cmd_testday(args)
+    code = cli.cmd_testday(args)
     out = capsys.readouterr().out
-    records = {r.board: r for r in list_runs(results)}
+    records = {r.target: r for r in list_runs(results)}
     assert sorted(records) == ["qemu-arm32", "qemu-arm64"]
     assert code == 0, out + " / ".join(RunRecord.load(r.path).verdict_reason
                                        for r in records.values())
@@ -338,8 +341,8 @@ def test_testday_boots_the_qemu_boards(tmp_path, capsys):
         assert row["Result"] == "PASS" and row["Tester"] == "New User"
         assert row["Arch"] == record.arch
         assert row["Xen"] == record.info["xen_version"] == record.info["expected_xen_version"]
-        assert row["Log"] == f"[console.log]({record.board}/{record.run_id}/console.log)"
-        assert record.board in wiki
+        assert row["Log"] == f"[console.log]({record.target}/{record.run_id}/console.log)"
+        assert record.target in wiki and record.profile in ("qemu-virt-arm64", "qemu-virt-arm32")
 
 
 def test_health_gate_takes_a_broken_board_out_of_service(tmp_path, capsys):
@@ -350,7 +353,7 @@ def test_health_gate_takes_a_broken_board_out_of_service(tmp_path, capsys):
                     .replace("u-boot-qemu-arm64: /usr/lib/u-boot/qemu_arm64/u-boot.bin",
                              "u-boot-qemu-arm64: /nonexistent/u-boot.bin"))
     results = tmp_path / "results"
-    code = testday.cmd_testday(_args("--farm", str(farm), "--tester", "Gate", "--boards",
+    code = cli.cmd_testday(_args("--farm", str(farm), "--tester", "Gate", "--targets",
                                      "qemu-arm64", "--results", str(results)))
     assert "qemu-arm64" in capsys.readouterr().out  # the table was printed
     assert code == 1

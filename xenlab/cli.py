@@ -1,15 +1,38 @@
-"""The `xenlab` command: images, plan, doctor, results (and the reports built on them).
+"""The `xenlab` command: the one entry point, gluing the pipeline's stages for a user.
 
+images -> plan/doctor -> (lab) -> run: testday, nightly, health, bench -> reports.
 A user's mistake is one line naming the file, key and value, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
-from .errors import Severity, XenlabError
+from labgrid import Environment
+
+from .errors import Severity, StageFailure, Status, XenlabError
+from .images import checks, debs
+from .images.imageset import OVERRIDABLE, ImageSet, build_image_set
+from .images.manifest import ARCHES, manifest_path, pin_manifest
+from .lab import places, services
+from .plan.doctor import doctor
+from .plan.prepare import boot_files, image_set_for, prepare
+from .plan.profile import list_boards, load_profile
+from .reports import dashboard, nightly, testday
+from .run import compare
+from .run.farmfile import load_farm
+from .run.health import HEALTH_DEPTHS, HEALTH_UNAVAILABLE, health_check, mark_unavailable
+from .run.junit import format_run
+from .run.record import RunRecord, default_results_dir, list_runs
+from .run.runner import finished_records, run_farm
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _human(n: int) -> str:
@@ -20,17 +43,16 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
 # --------------------------------------------------------------------------- images
 
 def cmd_images_build(args) -> int:
-    from .images import OVERRIDABLE, build_image_set
-
-    overrides = {}
-    for name in OVERRIDABLE:
-        value = getattr(args, name.replace("-", "_").replace(".", "_"))
-        if value:
-            overrides[name] = Path(value)
-    image_set = build_image_set(args.arch, overrides, log=lambda m: print(m, file=sys.stderr))
+    overrides = {name: Path(value) for name in OVERRIDABLE
+                 if (value := getattr(args, name.replace("-", "_").replace(".", "_")))}
+    image_set = build_image_set(args.arch, overrides, log=_stderr)
     print(f"image set {image_set.dir}")
     print(f"hash {image_set.hash}  Xen {image_set.xen_version}  arch {image_set.arch}")
     print(f"{'artifact':22} {'size':>10}  {'sha256':16}  source")
@@ -38,14 +60,6 @@ def cmd_images_build(args) -> int:
         print(f"{a.name:22} {_human(a.size):>10}  {a.sha256[:16]}  {a.source}"
               + (f" ({a.path})" if a.path else ""))
     return 0
-
-
-def _open_set(args):
-    from .images import ImageSet, build_image_set
-
-    if args.dir:
-        return ImageSet.open(Path(args.dir))
-    return build_image_set(args.arch)
 
 
 def _print_findings(findings) -> int:
@@ -58,17 +72,13 @@ def _print_findings(findings) -> int:
 
 
 def cmd_images_check(args) -> int:
-    from .images import check_image_set
-
-    image_set = _open_set(args)
+    image_set = ImageSet.open(Path(args.dir)) if args.dir else build_image_set(args.arch)
     print(f"image set {image_set.dir} ({image_set.arch})")
-    return _print_findings(check_image_set(image_set))
+    return _print_findings(checks.check_image_set(image_set))
 
 
 def cmd_images_pin(args) -> int:
-    from .images import pin_manifest
-
-    changed = pin_manifest(args.arch)
+    changed = pin_manifest(manifest_path(args.arch), debs.query_candidate)
     for line in changed:
         print(line)
     print(f"{len(changed)} package(s) changed")
@@ -77,40 +87,23 @@ def cmd_images_pin(args) -> int:
 
 # --------------------------------------------------------------------------- plan / doctor
 
-def _plan_for(board: str, image_dir: str | None):
-    from .boards import load_profile
-    from .bootplan import BootPlan
-    from .dtb import resolve_dtb
-    from .images import ImageSet, build_image_set
-
-    profile = load_profile(board)
-    image_set = ImageSet.open(Path(image_dir)) if image_dir else build_image_set(profile.arch)
-    files = {"xen": image_set.path("xen"), "dom0-kernel": image_set.path("dom0-kernel"),
-             "dom0-ramdisk": image_set.path("dom0-rootfs.cpio.gz")}
-    return profile, image_set, files, BootPlan.build(profile, files, resolve_dtb(profile))
-
-
 def cmd_plan(args) -> int:
-    profile, image_set, _, plan = _plan_for(args.board, args.images)
-    print(f"board {profile.name} ({profile.arch}), image set {image_set.hash[:16]}")
-    print(plan.table())
+    board = prepare(args.board, args.images or None)
+    print(f"board {board.profile.name} ({board.profile.arch}), image set {board.images.hash[:16]}")
+    print(board.plan.table())
     print()
-    for cmd in plan.uboot_prelude() + plan.uboot_commands():
+    for cmd in board.plan.uboot_prelude() + board.plan.uboot_commands():
         print(cmd)
     if args.script:
-        plan.boot_script(Path(args.script))
-        print(f"\nwrote {args.script}", file=sys.stderr)
+        board.plan.boot_script(Path(args.script))
+        _stderr(f"\nwrote {args.script}")
     if args.dtb:
-        plan.offline_dtb(Path(args.dtb))
-        print(f"wrote {args.dtb}", file=sys.stderr)
+        board.plan.offline_dtb(Path(args.dtb))
+        _stderr(f"wrote {args.dtb}")
     return 0
 
 
 def cmd_doctor(args) -> int:
-    from .boards import list_boards, load_profile
-    from .doctor import doctor
-    from .images import ImageSet, build_image_set, check_kernel_config, kernel_config
-
     boards = list_boards() if args.all else [args.board]
     if not boards or boards == [None]:
         raise XenlabError("name a board (xenlab doctor BOARD) or use --all")
@@ -120,14 +113,9 @@ def cmd_doctor(args) -> int:
         print(f"== {profile.name} ({profile.arch}): {profile.description}")
         files, extra = None, []
         if args.images or args.with_images:
-            image_set = ImageSet.open(Path(args.images)) if args.images \
-                else build_image_set(profile.arch)
-            files = {"xen": image_set.path("xen"), "dom0-kernel": image_set.path("dom0-kernel"),
-                     "dom0-ramdisk": image_set.path("dom0-rootfs.cpio.gz")}
-            for role in ("dom0", "domU"):
-                cfg = image_set.dir / f"{role}-kernel.config"
-                if cfg.exists():
-                    extra += check_kernel_config(kernel_config(cfg), role, cfg.name)
+            images = image_set_for(profile, args.images or None)
+            files = boot_files(images)
+            extra = checks.kernel_config_findings(images)
         worst = max(worst, _print_findings(doctor(profile, files, extra_findings=extra)))
     return worst
 
@@ -135,38 +123,174 @@ def cmd_doctor(args) -> int:
 # --------------------------------------------------------------------------- results
 
 def cmd_results_show(args) -> int:
-    from .results import RunRecord, format_run, list_runs
-
     root = Path(args.results)
     if args.run:
         candidate = Path(args.run)
         if not candidate.exists():
-            matches = [r for r in list_runs(root, args.board) if r.run_id == args.run]
+            matches = [r for r in list_runs(root, args.target) if r.run_id == args.run]
             if not matches:
                 raise XenlabError(f"no run '{args.run}' under {root}")
             candidate = matches[0].path
         print(format_run(RunRecord.load(candidate)))
         return 0
-    runs = list_runs(root, args.board)
+    runs = list_runs(root, args.target)
     if not runs:
-        raise XenlabError(f"no runs under {root}" + (f" for board {args.board}" if args.board else ""))
+        raise XenlabError(f"no runs under {root}" + (f" for target {args.target}" if args.target else ""))
     print(format_run(runs[0]))
     return 0
 
 
 def cmd_results_list(args) -> int:
-    from .results import list_runs
+    for r in list_runs(Path(args.results), args.target):
+        print(f"{r.target:20} {r.run_id:28} {r.verdict.value:8} {r.classification or ''}")
+    return 0
 
-    for r in list_runs(Path(args.results), args.board):
-        print(f"{r.board:20} {r.run_id:28} {r.verdict.value:8} {r.classification or ''}")
+
+# --------------------------------------------------------------------------- the farm
+
+def target_list(text: str | None) -> list[str]:
+    if not text:
+        return []
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise XenlabError(f"--targets {text!r}: empty target name")
+    return list(dict.fromkeys(names))
+
+
+def cmd_testday(args, log=print) -> int:
+    if args.jobs is not None and args.jobs < 1:
+        raise XenlabError(f"--jobs {args.jobs}: must be at least 1")
+    if not args.tester.strip():
+        raise XenlabError(f"--tester {args.tester!r}: name who ran the tests")
+    targets = load_farm(args.farm).select(target_list(args.targets))
+    results = Path(args.results)
+    log(f"Test Day: {len(targets)} board(s) from {args.farm}, tester {args.tester}, "
+        f"results in {results}")
+    runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs,
+                                 health=args.health)
+    # After Ctrl-C the runs it stopped have no result to post; a child that
+    # died on its own is a result (ABORTED) and stays in the table.
+    records = finished_records(runs, aborted=not interrupted)
+    if interrupted:
+        stopped = [r.target.name for r in runs if r.target.name not in {x.target for x in records}]
+        log(f"interrupted: {', '.join(stopped) or 'no board'} left out of the table")
+    if not records:
+        log("no board finished: no table written")
+        return 130 if interrupted else 1
+    wiki, md_path, md = testday.write_tables(records, results)
+    log("")
+    log(md.rstrip())
+    log("")
+    log(f"wrote {wiki} and {md_path} (paste the .wiki into \"Xen ARM Manual Smoke Test/Results\")")
+    if interrupted:
+        return 130
+    return 0 if all(r.verdict is Status.PASS for r in records) and len(records) == len(runs) else 1
+
+
+def cmd_nightly(args, log=print) -> int:
+    results = Path(args.results)
+    targets = load_farm(args.farm).select(target_list(args.targets)) \
+        if not (args.no_run and args.skip_images) else []
+    if not args.skip_images:
+        for arch in sorted({t.arch for t in targets}):
+            image_set = build_image_set(arch, log=_stderr)
+            log(f"image set {arch}: {image_set.dir.name} (Xen {image_set.xen_version})")
+    if args.no_run:
+        history = list_runs(results) if results.is_dir() else []
+        current = compare.newest_night(history)
+        if not current:
+            raise XenlabError(f"--no-run: no runs under {results} to compare")
+    else:
+        runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs,
+                                     health=args.health)
+        if interrupted:
+            log("nightly interrupted: no comparison")
+            return 130
+        current = {r.target: r for r in finished_records(runs)}
+        history = list_runs(results)
+    comparison = compare.compare(compare.previous_runs(history, current), current)
+    log(nightly.format_summary(comparison, results.resolve()))
+    return 1 if comparison.regressions else 0
+
+
+def cmd_health(args) -> int:
+    """Exit 0: healthy, nothing written. Exit 3: unavailable, its ERROR record written."""
+    farm_target = load_farm(args.farm).target(args.target)
+    env = Environment(args.farm)
+    try:
+        lease = places.acquire_place(farm_target.place, places.coordinator_address(env=env),
+                                     args.place_wait) \
+            if farm_target.place else contextlib.nullcontext()
+        with lease:
+            record = health_check(env.get_target(args.target), args.depth, args.results,
+                                  args.tester, run_id=args.run_id)
+    except places.FarmError as exc:  # the place itself is the lab's failure
+        record = mark_unavailable(args.results, args.target,
+                                  StageFailure("place", "ERROR", exc.classification, str(exc)),
+                                  depth=args.depth, profile=farm_target.profile,
+                                  tester=args.tester, run_id=args.run_id)
+    if record is None:
+        print(f"{args.target}: healthy ({args.depth})")
+        return 0
+    print(f"{args.target}: unavailable: {record.verdict_reason}")
+    return HEALTH_UNAVAILABLE
+
+
+def cmd_bench(args) -> int:
+    """The bench's atftpd, and the LG_BENCH_* variables bench.yaml reads."""
+    state = Path(args.dir).resolve()
+    pidfile = state / "atftpd.pid"
+    if args.action == "down":
+        subprocess.run([str(REPO / "scripts" / "bench-qemu"), "off", "--state", str(state)],
+                       check=False)
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            pidfile.unlink()
+        return 0
+    addr = services.free_tftp_address()
+    svc = services.start_atftpd(state / "tftp", addr, state / "atftpd.log")
+    pidfile.write_text(str(svc.proc.pid))
+    print(f"export LG_BENCH_SERIAL=127.0.0.1:{services.free_port()}")
+    print(f"export LG_BENCH_STATE={state}")
+    print(f"export LG_BENCH_TFTP_DIR={state / 'tftp'}")
+    print(f"export LG_BENCH_TFTP_ADDR={addr}")
+    return 0
+
+
+def cmd_dashboard(args, log=print) -> int:
+    results = Path(args.results)
+    out = Path(args.out) if args.out else results.resolve().parent / "dashboard"
+    if out.resolve() == results.resolve():
+        raise XenlabError(f"--out {out}: must not be the results directory itself")
+    if args.port is not None and not args.serve:
+        raise XenlabError(f"--port {args.port}: only with --serve")
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise XenlabError(f"--port {args.port}: not a TCP port")
+    stats = dashboard.build(results, out)
+    log(f"dashboard: {stats.runs} runs ({stats.read} read, {stats.removed} removed), "
+        f"{stats.pages} pages written in {stats.seconds:.2f} s: {out / 'index.html'}")
+    if args.serve:
+        dashboard.serve(out, 8000 if args.port is None else args.port, log)
     return 0
 
 
 # --------------------------------------------------------------------------- main
 
-def build_parser() -> argparse.ArgumentParser:
-    from .images import ARCHES, OVERRIDABLE
+def _farm_options(p, *, results_help: str) -> None:
+    p.add_argument("--farm", default="farm.yaml", help="labgrid env file (default: farm.yaml)")
+    p.add_argument("--targets", "--boards", dest="targets",
+                   help="comma-separated targets (default: every XenStrategy target)")
+    p.add_argument("--results", default=str(default_results_dir()), help=results_help)
+    p.add_argument("--jobs", type=int, help="targets at once (default: all)")
+    p.add_argument("--health", default="uboot", choices=["none", *HEALTH_DEPTHS],
+                   help="health gate before the smoke test: boot each board this far first; "
+                        "one that fails is marked unavailable (ERROR, lab), not run "
+                        "(default: uboot)")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    results_help = "results directory (default: $XENLAB_RESULTS or ./results)"
     ap = argparse.ArgumentParser(prog="xenlab", description="Smoke tests for Xen on ARM boards")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -204,18 +328,53 @@ def build_parser() -> argparse.ArgumentParser:
         dest="results_command", required=True)
     show = res.add_parser("show", help="a run's steps, times and verdict (default: the newest)")
     show.add_argument("run", nargs="?", help="run id or run directory")
-    show.add_argument("--board")
-    show.add_argument("--results", default="results")
+    show.add_argument("--target", "--board", dest="target")
+    show.add_argument("--results", default=str(default_results_dir()), help=results_help)
     show.set_defaults(func=cmd_results_show)
     ls = res.add_parser("list", help="every run, newest first")
-    ls.add_argument("--board")
-    ls.add_argument("--results", default="results")
+    ls.add_argument("--target", "--board", dest="target")
+    ls.add_argument("--results", default=str(default_results_dir()), help=results_help)
     ls.set_defaults(func=cmd_results_list)
 
-    from . import dashboard, nightly, testday  # the reports, built on the run records
-    testday.register(sub)
-    nightly.register(sub)
-    dashboard.register(sub)
+    td = sub.add_parser("testday", help="run the smoke test on every farm board in "
+                                        "parallel and write the Test Day results table")
+    _farm_options(td, results_help=results_help)
+    td.add_argument("--tester", required=True, help="your name, as it goes into the table")
+    td.set_defaults(func=cmd_testday)
+
+    ni = sub.add_parser("nightly", help="refresh images, run the farm, compare with the "
+                                        "previous runs (regressions exit non-zero)")
+    _farm_options(ni, results_help=results_help)
+    ni.add_argument("--skip-images", action="store_true", help="do not rebuild the image sets")
+    ni.add_argument("--no-run", action="store_true",
+                    help="do not run the farm: compare the newest night already recorded")
+    ni.add_argument("--tester", default="nightly", help="recorded as the tester (default: nightly)")
+    ni.set_defaults(func=cmd_nightly)
+
+    da = sub.add_parser("dashboard", help="build the static results dashboard "
+                                          "(board × night matrix, board and run pages)")
+    da.add_argument("--results", default=str(default_results_dir()), help=results_help)
+    da.add_argument("--out", help="site directory (default: dashboard/ beside the results)")
+    da.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1")
+    da.add_argument("--port", type=int, help="port for --serve (default: 8000)")
+    da.set_defaults(func=cmd_dashboard)
+
+    he = sub.add_parser("health", help="the health gate: boot one target to U-Boot (or Dom0); "
+                                       "exit 3 and an ERROR record when it cannot")
+    he.add_argument("--farm", required=True)
+    he.add_argument("--target", required=True)
+    he.add_argument("--depth", default="uboot", choices=HEALTH_DEPTHS)
+    he.add_argument("--results", default=str(default_results_dir()), help=results_help)
+    he.add_argument("--run-id")
+    he.add_argument("--tester", default="health-check")
+    he.add_argument("--place-wait", type=float, default=60.0)
+    he.set_defaults(func=cmd_health)
+
+    be = sub.add_parser("bench", help="the bench board's atftpd: `up DIR` prints the "
+                                      "LG_BENCH_* variables bench.yaml reads")
+    be.add_argument("action", choices=["up", "down"])
+    be.add_argument("dir")
+    be.set_defaults(func=cmd_bench)
     return ap
 
 

@@ -1,8 +1,10 @@
-"""Errors and findings that a user can act on.
+"""The bottom of the pipeline: errors, findings and the one verdict vocabulary.
 
 A `XenlabError` is one line naming the file, key and value at fault; the CLI and
 the pytest plugin print it without a traceback.  A `Finding` is one preflight or
-image-check result, with a severity and the seed's explanation.
+image-check result, with a severity and the seed's explanation.  `Status` is
+what a step or a run ended as, and `StageFailure` is how a board stage says
+it failed; every layer above speaks these words.
 """
 
 from __future__ import annotations
@@ -59,3 +61,18 @@ class StageFailure(Exception):
         self.message = message
         self.evidence = list(evidence or [])
         super().__init__(f"{status} at stage {stage} [{classification}]: {message}")
+
+
+class Status(str, enum.Enum):
+    """What a step or a run ended as (KernelCI's model: the board apart from the software)."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"  # Xen, Dom0 or the DomU misbehaved
+    ERROR = "ERROR"  # the lab or the harness: power, serial, TFTP, no U-Boot, no image set
+    SKIP = "SKIP"  # not run, with a reason
+    KNOWN = "KNOWN"  # a FAIL/ERROR that matches a known issue: reported with its label
+    RUNNING = "RUNNING"  # run.json written mid-run (or left so by a SIGKILL)
+    ABORTED = "ABORTED"  # Ctrl-C, a crash, a killed QEMU: the run did not end normally
+
+    def __str__(self) -> str:
+        return self.value

@@ -1,0 +1,1 @@
+"""Test support: a replayed board, the bench lab, fabricated run records. Never used by xenlab itself."""

@@ -1,0 +1,136 @@
+"""Debian packages by exact name and version: download, verify, extract.
+
+`apt-get download` fetches a .deb by name (no install, no maintainer scripts);
+its sha256 is checked against the pinned manifest before the file enters the
+cache as ``debs/<sha256>.deb``; `dpkg -x` unpacks it into ``extract/<sha256>/``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import attr
+
+from .cache import build_aside, cache_root, sha256_file
+from ..errors import XenlabError
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class DebPackage:
+    name: str
+    version: str
+    sha256: str
+    arch: str  # Debian architecture: arm64, armhf, all
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{self.arch}={self.version}"
+
+    def deb_path(self) -> Path:
+        return cache_root() / "debs" / f"{self.sha256}.deb"
+
+    def extract_path(self) -> Path:
+        return cache_root() / "extract" / self.sha256
+
+
+class Downloads:
+    """Counts what actually came from the registry (tests assert on it)."""
+    count = 0
+
+
+def _apt_error(stderr: str) -> str:
+    lines = [l.strip() for l in stderr.splitlines() if l.startswith("E:")]
+    if lines:
+        return "; ".join(lines)
+    tail = stderr.strip().splitlines()
+    return tail[-1] if tail else "unknown apt error"
+
+
+def fetch(packages: list[DebPackage], where: str = "manifest") -> dict[DebPackage, Path]:
+    """Make sure every package is in the cache, verified; return their paths."""
+    missing = [p for p in packages if not p.deb_path().exists()]
+    if missing:
+        debs = cache_root() / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".dl-", dir=debs) as tmp:
+            # apt drops privileges to _apt for downloads; let it write here.
+            os.chmod(tmp, 0o777)
+            proc = subprocess.run(["apt-get", "download", "-q", *[p.spec for p in missing]],
+                                  cwd=tmp, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise XenlabError(f"apt-get download failed: {_apt_error(proc.stderr)}"
+                                  " (is the version still in the archive? run `apt-get update`;"
+                                  " `xenlab images pin` refreshes the manifest)", where=where)
+            got = {f.name: f for f in Path(tmp).glob("*.deb")}
+            for pkg in missing:
+                deb = _find_deb(got, pkg)
+                if deb is None:
+                    raise XenlabError(f"apt-get download produced no .deb for {pkg.spec}", where=where)
+                actual = sha256_file(deb)
+                if actual != pkg.sha256:
+                    raise XenlabError(f"checksum mismatch for {pkg.name} {pkg.version}: "
+                                      f"manifest says sha256 {pkg.sha256}, archive gave {actual}",
+                                      where=where)
+                try:
+                    os.replace(deb, pkg.deb_path())
+                except OSError as exc:
+                    raise disk_error(exc, pkg.deb_path()) from None
+                Downloads.count += 1
+    return {p: p.deb_path() for p in packages}
+
+
+def _find_deb(got: dict[str, Path], pkg: DebPackage) -> Path | None:
+    # apt names files NAME_VERSION_ARCH.deb with ':' in versions escaped as %3a.
+    version = pkg.version.replace(":", "%3a")
+    for name, path in got.items():
+        if name.startswith(f"{pkg.name}_{version}_"):
+            return path
+    return None
+
+
+def extract(pkg: DebPackage) -> Path:
+    """Unpack a fetched package (data only: no maintainer scripts run)."""
+    final = pkg.extract_path()
+    if final.exists():
+        return final
+    try:
+        with build_aside(final) as tmp:
+            proc = subprocess.run(["dpkg-deb", "-x", str(pkg.deb_path()), str(tmp)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                if "No space left" in proc.stderr:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                raise XenlabError(f"dpkg -x {pkg.name} failed: {proc.stderr.strip()}")
+    except OSError as exc:
+        raise disk_error(exc, final) from None
+    return final
+
+
+def disk_error(exc: OSError, path: Path) -> XenlabError:
+    if exc.errno == errno.ENOSPC:
+        return XenlabError(f"disk full while writing {path} (free space under {cache_root()})")
+    return XenlabError(f"cannot write {path}: {exc.strerror}")
+
+
+def query_candidate(name: str, arch: str) -> tuple[str, str]:
+    """The version apt would download now and the sha256 of that .deb (for `images pin`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o777)
+        proc = subprocess.run(["apt-get", "download", "-q", f"{name}:{arch}"], cwd=tmp,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise XenlabError(f"apt-get download {name}:{arch} failed: {_apt_error(proc.stderr)}")
+        (deb,) = Path(tmp).glob("*.deb")
+        m = re.match(rf"{re.escape(name)}_(.+)_[^_]+\.deb$", deb.name)
+        version = m.group(1).replace("%3a", ":") if m else "?"
+        digest = sha256_file(deb)
+        debs = cache_root() / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(deb), debs / f"{digest}.deb")
+        return version, digest

@@ -1,0 +1,256 @@
+"""The image set: Xen, Dom0 and DomU images built from a pinned manifest.
+
+`build_image_set` turns a manifest (``hypervisor/<arch>.yaml``) into a
+directory of artifacts in the content-addressed cache:
+
+    xen  xen.config  dom0-kernel  dom0-kernel.config  dom0-rootfs.cpio.gz
+    domU-kernel  domU-kernel.config  domU-rootfs.cpio.gz  domU-disk.img
+    manifest.json
+
+The set's key hashes the manifest, the recipe files under ``hypervisor/rootfs``
+and every override, so a second build with the same inputs is a lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import attr
+
+from ..errors import XenlabError
+from . import debs, rootfs
+from .cache import build_aside, cache_root, sha256_bytes, sha256_file
+from .imageformat import image_format
+from .manifest import Manifest, load_manifest, manifest_path
+from .rootfs import RECIPE_DIR
+
+# Bump when the build logic changes what a manifest produces.
+BUILDER_VERSION = "3"
+
+DOM0_READY_MARKER = "XENLAB-DOM0-READY"
+DOMU_READY_MARKER = "XENLAB-DOMU-READY"
+DISK_MARKER = "xenlab-pv-block-marker"
+
+# Artifact name -> override option name (`--xen PATH`, `--dom0-kernel PATH` ...).
+OVERRIDABLE = ("xen", "dom0-kernel", "domU-kernel", "dom0-rootfs.cpio.gz",
+               "domU-rootfs.cpio.gz", "domU-disk.img")
+KERNEL_ARTIFACTS = ("xen", "dom0-kernel", "domU-kernel")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Artifact:
+    name: str
+    size: int
+    sha256: str
+    source: str  # "PACKAGE VERSION", "built from ...", or "override"
+    path: str = ""  # for overrides: where the file came from
+
+    def as_dict(self) -> dict:
+        return attr.asdict(self)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ImageSet:
+    """A built image set: a directory of artifacts described by manifest.json."""
+
+    dir: Path
+    info: dict
+
+    @classmethod
+    def open(cls, directory: Path) -> "ImageSet":
+        path = Path(directory) / "manifest.json"
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise XenlabError(f"not an image set ({exc})", where=str(path)) from None
+        return cls(Path(directory), info)
+
+    @property
+    def arch(self) -> str:
+        return self.info["arch"]
+
+    @property
+    def hash(self) -> str:
+        """Identifies exactly what booted: the sha256 of manifest.json."""
+        return sha256_file(self.dir / "manifest.json")
+
+    @property
+    def artifacts(self) -> dict[str, Artifact]:
+        return {a["name"]: Artifact(**a) for a in self.info["artifacts"]}
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        return {a.name: a.sha256 for a in self.artifacts.values() if a.source == "override"}
+
+    def path(self, name: str) -> Path:
+        if name not in self.artifacts:
+            raise XenlabError(f"image set has no artifact '{name}'", where=str(self.dir))
+        return self.dir / name
+
+    @property
+    def xen_version(self) -> str:
+        return self.info["xen_version"]
+
+    @property
+    def dom0_ready_marker(self) -> str:
+        return self.info["dom0_ready_marker"]
+
+    @property
+    def domU_ready_marker(self) -> str:
+        return self.info["domU_ready_marker"]
+
+
+def set_key(manifest: Manifest, overrides: dict[str, str]) -> str:
+    """Hash of everything that decides the set's bytes."""
+    recipe = []
+    for f in sorted(RECIPE_DIR.rglob("*")):
+        if f.is_file():
+            recipe.append((str(f.relative_to(RECIPE_DIR)), sha256_bytes(f.read_bytes()),
+                           os.access(f, os.X_OK)))
+    material = json.dumps({"builder": BUILDER_VERSION, "manifest": sha256_bytes(manifest.raw),
+                           "recipe": recipe, "overrides": overrides}, sort_keys=True)
+    return sha256_bytes(material.encode())[:32]
+
+
+def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = None,
+                    manifest: Path | None = None, log=lambda msg: None) -> ImageSet:
+    """Build (or find in the cache) the image set for `arch`."""
+    m = load_manifest(Path(manifest) if manifest else manifest_path(arch))
+    if m.arch != arch:
+        raise XenlabError(f"key 'arch': manifest is for {m.arch}, not {arch}", where=str(m.path))
+    checked = _check_overrides(m, overrides or {})
+    key = set_key(m, {name: digest for name, (_, digest) in checked.items()})
+    final = cache_root() / "sets" / f"{arch}-{key}"
+    if (final / "manifest.json").exists():
+        log(f"image set {final.name}: cached")
+        return ImageSet.open(final)
+    fetched = debs.fetch(list(m.packages), where=str(m.path))
+    log(f"fetched {len(fetched)} packages")
+    trees = {pkg.name: debs.extract(pkg) for pkg in m.packages}
+    try:
+        with build_aside(final) as out:
+            _build_into(out, m, trees, checked, log)
+    except OSError as exc:
+        raise debs.disk_error(exc, final) from None
+    return ImageSet.open(final)
+
+
+def _check_overrides(m: Manifest, overrides: dict[str, Path]) -> dict[str, tuple[Path, str]]:
+    checked = {}
+    for name, path in overrides.items():
+        if name not in OVERRIDABLE:
+            raise XenlabError(f"cannot override '{name}' (choose from {', '.join(OVERRIDABLE)})",
+                              where=f"--{name}")
+        path = Path(path)
+        if not path.is_file():
+            raise XenlabError(f"no such file: {path}", where=f"--{name}")
+        if name in KERNEL_ARTIFACTS and image_format(path) != m.image_format:
+            raise XenlabError(f"{path} is not a {m.arch} kernel image "
+                              f"(expected {m.image_format}, found {image_format(path)})",
+                              where=f"--{name}")
+        if name.endswith(".cpio.gz") and Path(path).read_bytes()[:2] != b"\x1f\x8b":
+            raise XenlabError(f"{path} is not a gzip'd cpio archive", where=f"--{name}")
+        checked[name] = (path, sha256_file(path))
+    return checked
+
+
+def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
+                overrides: dict[str, tuple[Path, str]], log) -> None:
+    src = rootfs.Sources(m, trees)
+    xen_pkg, kernel_pkg = m.package(m.xen["package"]), m.package(m.kernel["package"])
+    origin = {
+        "xen": f"{xen_pkg.name} {xen_pkg.version}",
+        "xen.config": f"{xen_pkg.name} {xen_pkg.version}",
+        "dom0-kernel": f"{kernel_pkg.name} {kernel_pkg.version}",
+        "dom0-kernel.config": f"{kernel_pkg.name} {kernel_pkg.version}",
+        "domU-kernel": f"{kernel_pkg.name} {kernel_pkg.version}",
+        "domU-kernel.config": f"{kernel_pkg.name} {kernel_pkg.version}",
+    }
+    shutil.copyfile(src.get(m.xen["image"], xen_pkg.name), out / "xen")
+    shutil.copyfile(src.get(m.xen["config"], xen_pkg.name), out / "xen.config")
+    for who in ("dom0", "domU"):
+        shutil.copyfile(src.get(m.kernel["image"], kernel_pkg.name), out / f"{who}-kernel")
+        shutil.copyfile(src.get(m.kernel["config"], kernel_pkg.name), out / f"{who}-kernel.config")
+    for name, (path, _) in overrides.items():
+        if name in ("xen", "dom0-kernel", "domU-kernel"):
+            shutil.copyfile(path, out / name)
+            if name != "xen":
+                # The package's config no longer describes this kernel.
+                (out / f"{name}.config").unlink()
+                origin.pop(f"{name}.config")
+
+    modules_root = m.kernel["modules"]
+    mods = rootfs.Modules(src, kernel_pkg.name, modules_root)
+
+    # The DomU's disk: an ext2 file system holding the marker the PV block step reads.
+    if "domU-disk.img" in overrides:
+        shutil.copyfile(overrides["domU-disk.img"][0], out / "domU-disk.img")
+    else:
+        rootfs.make_disk(out / "domU-disk.img", {"marker": (DISK_MARKER + "\n").encode()})
+        origin["domU-disk.img"] = "built by xenlab (mke2fs)"
+
+    # DomU root: busybox, the front-end modules, an init printing the ready marker.
+    if "domU-rootfs.cpio.gz" in overrides:
+        shutil.copyfile(overrides["domU-rootfs.cpio.gz"][0], out / "domU-rootfs.cpio.gz")
+    else:
+        domu = rootfs.base_tree(src, "domU")
+        mods.add(domu, m.domU["modules"])
+        domu.write_cpio_gz(out / "domU-rootfs.cpio.gz")
+        origin["domU-rootfs.cpio.gz"] = "built by xenlab from busybox-static and " + kernel_pkg.name
+
+    # Dom0 root: busybox, the toolstack with its libraries, back-end modules, and
+    # the DomU's kernel, root and disk under /root so `xl create` needs no network.
+    if "dom0-rootfs.cpio.gz" in overrides:
+        shutil.copyfile(overrides["dom0-rootfs.cpio.gz"][0], out / "dom0-rootfs.cpio.gz")
+    else:
+        dom0 = rootfs.base_tree(src, "dom0")
+        mods.add(dom0, m.dom0["modules"])
+        rootfs.add_programs(dom0, src, m)
+        dom0.file("/etc/xenlab/env", f"XEN_BIN={m.dom0['xen_bin']}\n".encode())
+        dom0.copy("/root/Image", out / "domU-kernel", 0o644)
+        dom0.copy("/root/domU-rootfs.cpio.gz", out / "domU-rootfs.cpio.gz", 0o644)
+        dom0.copy("/root/domU-disk.img", out / "domU-disk.img", 0o644)
+        dom0.write_cpio_gz(out / "dom0-rootfs.cpio.gz")
+        origin["dom0-rootfs.cpio.gz"] = "built by xenlab from " + ", ".join(
+            sorted(src.used - {xen_pkg.name}))
+
+    unused = [p.name for p in m.packages if p.name not in src.used]
+    if unused and not overrides:
+        raise XenlabError(f"packages listed but not used by the set: {', '.join(unused)}"
+                          " (the manifest must list exactly what the set needs)",
+                          where=str(m.path))
+
+    artifacts = []
+    for f in sorted(out.iterdir(), key=lambda p: p.name):
+        if f.name in overrides:
+            art = Artifact(f.name, f.stat().st_size, overrides[f.name][1], "override",
+                           str(overrides[f.name][0]))
+        else:
+            art = Artifact(f.name, f.stat().st_size, sha256_file(f), origin[f.name])
+        artifacts.append(art.as_dict())
+    info = {
+        "arch": m.arch,
+        "manifest": m.path.name,
+        "manifest_sha256": sha256_bytes(m.raw),
+        "builder": BUILDER_VERSION,
+        "xen_version": xen_version_of(xen_pkg.version),
+        "kernel_version": kernel_pkg.version,
+        "image_format": m.image_format,
+        "dom0_ready_marker": DOM0_READY_MARKER,
+        "domU_ready_marker": DOMU_READY_MARKER,
+        "disk_marker": DISK_MARKER,
+        "packages": [{"name": p.name, "version": p.version, "sha256": p.sha256}
+                     for p in m.packages],
+        "artifacts": artifacts,
+    }
+    (out / "manifest.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    log(f"built {len(artifacts)} artifacts")
+
+
+def xen_version_of(debian_version: str) -> str:
+    """'4.17.5+72-g01140da4e8-1' -> '4.17.5' (what Xen prints in its banner)."""
+    return re.match(r"^(?:\d+:)?(\d+\.\d+(?:\.\d+)?)", debian_version).group(1)

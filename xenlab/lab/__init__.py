@@ -1,0 +1,11 @@
+"""The lab: a board powered, its console read and a shell driven, as labgrid drivers.
+
+Third stage of the pipeline: it takes a prepared board (`xenlab.plan`) to a
+Dom0 shell and never writes run records.  Modules: `strategy` (XenStrategy),
+`qemu` (XenQEMUDriver), `console` (ConsoleRecorder, XenShellDriver),
+`monitors` (what the console must never show; the one classifier),
+`diagnose` (what to collect from a failed board), `places` (labgrid places),
+`services` (atftpd, coordinator, exporter), `signals`.
+
+A farm file imports the drivers with `imports: [xenlab.lab.strategy]`.
+"""

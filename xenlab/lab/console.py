@@ -1,0 +1,240 @@
+"""The board's UART: what it printed (ConsoleRecorder), and a shell on it that
+survives a noisy console (XenShellDriver). What must never appear on it is in
+`monitors`; how its text is cleaned, in `xenlab.console_text`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shlex
+import string
+import threading
+from pathlib import Path
+
+import attr
+from labgrid.driver.commandmixin import CommandMixin
+from labgrid.driver.common import Driver
+from labgrid.factory import target_factory
+from labgrid.protocol import CommandProtocol, ConsoleProtocol
+from labgrid.step import step, steps
+from pexpect import TIMEOUT
+
+from ..console_text import clean
+
+
+class ConsoleRecorder:
+    """Writes every byte a target's console receives to a file, as it arrives.
+
+    It listens to labgrid's step events (the same feed as `--lg-log`), so it sees
+    the console from power-on whichever driver reads it. The file is opened
+    unbuffered: a crash, a timeout or Ctrl-C loses nothing already received.
+    """
+
+    def __init__(self, target, path: Path):
+        self.target = target
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab", buffering=0)
+        self._chunks: list[bytes] = []
+        self._lock = threading.Lock()
+        steps.subscribe(self._notify)
+
+    def _notify(self, event) -> None:
+        st = event.step
+        if st.tag != "console" or st.title != "read" or event.data.get("state") != "stop":
+            return
+        if getattr(st.source, "target", None) is not self.target or not st.result:
+            return
+        with self._lock:
+            self._chunks.append(st.result)
+            if self._file is not None:
+                self._file.write(st.result)
+
+    def text(self) -> str:
+        with self._lock:
+            data = b"".join(self._chunks)
+        return data.decode("utf-8", errors="replace")
+
+    def tail(self, lines: int = 20) -> list[str]:
+        out = [l for l in clean(self.text()).split("\n") if l.strip()]
+        return out[-lines:]
+
+    def close(self) -> None:
+        steps.unsubscribe(self._notify)
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+
+
+# Lines a shell's output may be interleaved with: Xen's and the kernel's console.
+_NOISE = re.compile(r"^\s*(\(XEN\)|\(d\d+\)|\[\s*\d+\.\d+\])")
+
+
+@target_factory.reg_driver
+@attr.s(eq=False)
+class XenShellDriver(CommandMixin, Driver, CommandProtocol):
+    """A root shell on the Xen console (Dom0's hvc0), and on a DomU's through it.
+
+    Each command is framed by markers that only the shell's output can form,
+    with the exit status inside the closing one, so output and status come back
+    unambiguous while Xen and the kernels print on the same UART. Typing is paced
+    because Xen's serial input ring is small (../shared/notes/qemu-xen.md).
+
+    Args:
+        prompt (str): regex of the Dom0 prompt
+        guest_prompt (str): regex of a DomU's prompt
+        txchunk (int): bytes typed before waiting for their echo
+        txdelay (float): the longest wait for an echo, seconds
+        timeout (int): default command timeout, seconds
+    """
+
+    bindings = {"console": ConsoleProtocol}
+    prompt = attr.ib(default=r"dom0# ", validator=attr.validators.instance_of(str))
+    guest_prompt = attr.ib(default=r"domU# ", validator=attr.validators.instance_of(str))
+    txchunk = attr.ib(default=32, validator=attr.validators.instance_of(int))
+    txdelay = attr.ib(default=0.3, validator=attr.validators.instance_of(float))
+    timeout = attr.ib(default=60, validator=attr.validators.instance_of(int))
+
+    def __attrs_post_init__(self):
+        super().__attrs_post_init__()
+        self._tag = "".join(random.choice(string.ascii_uppercase) for _ in range(4))
+        self._seq = 0
+        self._where = "dom0"
+        self._prompts = {"dom0": self.prompt}
+        self._status = 0  # 1 while the shell answers its prompt
+
+    def on_activate(self):
+        self._where = "dom0"
+        self._status = 0
+        self._define_helper()
+        self._status = 1
+
+    def on_deactivate(self):
+        self._where = "dom0"
+        self._status = 0
+
+    # -- typing and framing
+
+    def type_line(self, line: str) -> None:
+        """Type a line a chunk at a time, each chunk only once its echo came back.
+
+        Waiting for the echo paces the typing to what Dom0 (or the guest)
+        actually consumed, instead of a fixed delay; `txdelay` caps the wait
+        when an echo is lost in a redraw or in interleaved messages.
+        """
+        data = line + "\r"
+        for i in range(0, len(data), self.txchunk):
+            chunk = data[i:i + self.txchunk]
+            self.console.write(chunk.encode())
+            visible = chunk.rstrip("\r")
+            if visible and i + self.txchunk < len(data):
+                try:
+                    self.console.expect(re.escape(visible), timeout=self.txdelay)
+                except TIMEOUT:
+                    pass
+
+    def _define_helper(self) -> None:
+        # `_x N CMD`: markers around CMD; the status sits inside the closing one.
+        self.type_line("_x(){ echo \"=$1=B=\"; eval \"$2\"; echo \"=$1=E=$?=\"; }")
+        self.console.expect(self._prompts[self._where], timeout=self.timeout)
+
+    def _run(self, cmd: str, *, timeout: int | None = None, raw: bool = False,
+             codec: str = "utf-8", decodeerrors: str = "strict"):
+        self._seq += 1
+        marker = f"{self._tag}{self._seq}"
+        self.type_line(f"_x {marker} {shlex.quote(cmd)}")
+        timeout = timeout or self.timeout
+        try:
+            _, before, match, _ = self.console.expect(rf"={marker}=E=(\d+)=", timeout=timeout)
+        except TIMEOUT:
+            self._status = 0  # until a prompt proves otherwise
+            raise
+        status = int(match.group(1))
+        text = clean(before.decode("utf-8", errors="replace"))
+        begin = text.rfind(f"={marker}=B=")
+        body = text[begin + len(marker) + 4:] if begin >= 0 else text
+        lines = body.split("\n")
+        if not raw:
+            lines = [l for l in lines if not _NOISE.match(l)]
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        while lines and not lines[-1].strip():
+            lines.pop()
+        self.console.expect(self._prompts[self._where], timeout=10)
+        self._status = 1
+        return lines, [], status
+
+    @Driver.check_active
+    @step(args=["cmd"], result=True)
+    def run(self, cmd: str, timeout: int | None = None, raw: bool = False):
+        """Run `cmd`; return (stdout lines, [], exit status)."""
+        return self._run(cmd, timeout=timeout, raw=raw)
+
+    # -- DomU consoles through `xl console`
+
+    @Driver.check_active
+    @step(args=["domain", "marker"])
+    def enter_guest(self, domain: str, marker: str | None = None, timeout: int = 60) -> str:
+        """`xl console DOMAIN` until the guest's prompt (or its ready marker first)."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", domain):
+            raise ValueError(f"not a domain name: {domain!r}")
+        self.type_line(f"xl console {domain}")
+        self._where = "guest"  # attached from here on, even if the guest stays silent
+        got = ""
+        if marker:
+            _, before, _, _ = self.console.expect(marker, timeout=timeout)
+            got = clean(before.decode("utf-8", errors="replace"))
+        self.console.write(b"\r")
+        self.console.expect(self.guest_prompt, timeout=timeout)
+        self._prompts["guest"] = self.guest_prompt
+        self._define_helper()
+        return got
+
+    @Driver.check_active
+    @step()
+    def leave_guest(self) -> None:
+        """Ctrl-] back to Dom0.
+
+        xenconsole only takes Ctrl-] when a read() returns that byte alone
+        (tools/console/client/main.c); otherwise it goes to the guest. So it is
+        sent alone, and sent again if Dom0's prompt does not come back.
+        """
+        for attempt in range(3):
+            self.console.write(b"\x1d")
+            try:
+                # xl console returns to the shell, which prints its prompt by itself.
+                self.console.expect(self.prompt, timeout=5 if attempt < 2 else self.timeout)
+                break
+            except TIMEOUT:
+                if attempt == 2:
+                    raise
+        self._where = "dom0"
+
+    @Driver.check_active
+    @step()
+    def abandon_guest(self, timeout: float = 10) -> None:
+        """Ctrl-] once and take the console as Dom0's again, prompt or not.
+
+        For diagnosis: a guest that hangs may swallow the prompt, and what
+        follows (`xl domid`, `xenctx`) proves whether Dom0 is there.
+        """
+        self.console.write(b"\x1d")
+        try:
+            self.console.expect(self.prompt, timeout=timeout)
+        except TIMEOUT:
+            pass
+        self._where = "dom0"
+
+    def get_status(self) -> int:
+        """CommandProtocol: 1 while the shell answers, 0 before activation, after
+        deactivation, or once a command went unanswered."""
+        return self._status
+
+    @property
+    def in_guest(self) -> bool:
+        return self._where == "guest"

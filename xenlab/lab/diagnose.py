@@ -1,0 +1,94 @@
+"""Diagnosis on the live board when a step fails; everything lands in diagnostics/.
+
+- Xen or Dom0 hung: switch the console to Xen (Ctrl-a three times) and capture
+  debug keys, as OSSTest does.
+- A silent DomU: `xenctx` on its domid; PC 0x0000000c is an early trap, the
+  seed's CONFIG_DEBUG_LL pitfall (§10.1).
+- With a working Dom0 shell: `xl dmesg`, `xl list`, and /var/log/xen/*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from pathlib import Path
+
+from pexpect import TIMEOUT
+
+from ..images.cache import atomic_write
+from ..console_text import clean
+
+DEBUG_KEYS = "hqr0"  # help, domain info, run queues, dump registers of all CPUs
+EARLY_TRAP = re.compile(r"\bPC:\s*(?:0x)?0*c\b", re.IGNORECASE)
+SEED_EARLY_TRAP = ("seed §10.1: PC 0x0000000c is an early trap: a DomU kernel built with "
+                   "CONFIG_DEBUG_LL pokes the host's UART, which a guest cannot see, and its "
+                   "console stays silent. Rebuild the DomU kernel without CONFIG_DEBUG_LL.")
+
+
+def _drain(console, quiet: float = 0.7, limit: float = 8.0) -> str:
+    data, end = b"", time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            data += console.read(size=4096, timeout=quiet)
+        except TIMEOUT:
+            break
+    return data.decode("utf-8", errors="replace")
+
+
+def xen_debug_keys(console, keys: str = DEBUG_KEYS) -> str:
+    """Ctrl-a x3 hands the serial input to Xen; each key prints its dump; x3 hands it back."""
+    console.write(b"\x01\x01\x01")
+    out = [_drain(console, 0.5)]
+    for key in keys:
+        console.write(key.encode())
+        out.append(_drain(console))
+    console.write(b"\x01\x01\x01")
+    out.append(_drain(console, 0.5))
+    return clean("".join(out))
+
+
+class Diagnosis:
+    """Collects what explains a failure of `board` into `dest`."""
+
+    def __init__(self, strategy, dest: Path):
+        self.strategy = strategy
+        self.dest = Path(dest)
+        self.notes: list[str] = []
+
+    def save(self, name: str, text: str) -> None:
+        atomic_write(self.dest / name, text)
+        self.notes.append(name)
+
+    def hung_hypervisor_or_dom0(self) -> None:
+        console = self.strategy.console
+        with contextlib.suppress(Exception):
+            self.save("xen-debug-keys.txt", xen_debug_keys(console))
+
+    def silent_domu(self, domain: str) -> tuple[str, str] | None:
+        """Leave the guest's console, run xenctx; (classification, hint) for an early trap."""
+        shell = self.strategy.shell
+        shell.abandon_guest()  # out of `xl console`, back to Dom0
+        try:
+            out, _, status = shell.run(f"xl domid {domain}", timeout=20)
+        except Exception:
+            return None
+        if status != 0 or not out or not out[-1].strip().isdigit():
+            self.save("xl-domid.txt", "\n".join(out))
+            return None
+        domid = out[-1].strip()
+        out, _, _ = shell.run(f"xenctx {domid}", timeout=30)
+        text = "\n".join(out)
+        self.save(f"xenctx-d{domid}.txt", text)
+        if EARLY_TRAP.search(text):
+            return "domu-early-trap", SEED_EARLY_TRAP
+        return None
+
+    def dom0_logs(self) -> None:
+        shell = self.strategy.shell
+        for name, cmd in (("xl-dmesg.txt", "xl dmesg"), ("xl-list.txt", "xl list"),
+                          ("var-log-xen.txt",
+                           "for f in /var/log/xen/*; do [ -f \"$f\" ] && echo \"== $f\" && cat \"$f\"; done")):
+            with contextlib.suppress(Exception):
+                out, _, _ = shell.run(cmd, timeout=30, raw=True)
+                self.save(name, "\n".join(out) + "\n")

@@ -1,0 +1,127 @@
+"""What a board's console says: the monitors for what must never appear, the one
+classifier of a failure (used live by the strategy and on replayed logs), and
+the versions that really ran (LAVA's monitors, Xen's panic path).
+
+Harmless under QEMU and deliberately absent: "CPU0 has no enable method",
+"Guests without CPU erratum workarounds can deadlock", "vGICD: unhandled word
+write", "Unhandled SMC/HVC" (shared/notes/qemu-xen.md).
+"""
+
+from __future__ import annotations
+
+import re
+
+import attr
+
+from ..console_text import body, clean_lines
+from ..errors import Status
+
+UBOOT_BANNER = re.compile(r"^U-Boot (20\d\d\.\d\d\S*)")  # not "U-Boot SPL 20..": that precedes it
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Monitor:
+    """A console line that proves a failure."""
+
+    regex: re.Pattern = attr.ib(converter=re.compile)
+    status: str  # "FAIL": the software under test; "ERROR": the lab
+    classification: str  # "{guest}" becomes dom0 or domu, by stage
+    after_boot: bool = False  # counts only once the boot has started
+
+    @property
+    def live_pattern(self) -> str:
+        """The regex for a console stream, where lines start after a newline."""
+        return "(?m)" + self.regex.pattern
+
+
+MONITORS: tuple[Monitor, ...] = (
+    Monitor(r"Panic on CPU \d+", "FAIL", "xen-panic"),
+    Monitor(r"Xen BUG at ", "FAIL", "xen-bug"),
+    Monitor(r"Assertion '.+' failed", "FAIL", "xen-bug"),
+    Monitor(r"Kernel panic - not syncing", "FAIL", "{guest}-panic"),
+    # The bootloader's banner again after the boot started: the board reset.
+    Monitor(UBOOT_BANNER.pattern, "FAIL", "uboot-reset-loop", after_boot=True),
+    Monitor(r"TFTP error: 'File not found'", "ERROR", "tftp-file-missing"),
+    Monitor(r"TFTP error: trying to overwrite reserved memory", "ERROR", "tftp-load-error"),
+    Monitor(r"Bad Linux ARM(64 Image| zImage) magic", "FAIL", "boot-image-format"),
+    # Printed only by debug builds' early printk (seed §6.3): firmware left the CPU in EL1 or secure.
+    Monitor(r"- Xen must be entered in NS EL2 mode -", "FAIL", "xen-not-hyp-mode"),
+)
+
+
+_XEN_BANNER = re.compile(r"Xen version (\d+\.\d+[^\s(]*)")
+_LINUX = re.compile(r"Linux version (\S+)")
+_XL_GUEST = re.compile(r"\bxl\s+(?:-\S+\s+)*(?:create|console)\b")
+
+
+def parse_console_facts(text: str) -> dict:
+    """The versions that really ran, read from a console transcript.
+
+    Keys (only those found): uboot_version, xen_version, xen_changeset,
+    xen_build_id, dom0_kernel, domU_kernel.  The first Linux banner after
+    Xen's is Dom0's; the DomU's is the next one after an `xl create`/`xl
+    console`, or one a dom0less DomU prints through Xen (`(XEN) DOM1: `).
+    """
+    facts: dict = {}
+    xen_seen = xl_seen = False
+    for line in clean_lines(text):
+        text_body = body(line)
+        if "uboot_version" not in facts and (m := UBOOT_BANNER.match(text_body)):
+            facts["uboot_version"] = m.group(1)
+        elif not xen_seen and (m := _XEN_BANNER.search(text_body)):
+            facts["xen_version"], xen_seen = m.group(1), True
+        elif xen_seen and "xen_changeset" not in facts and "Latest ChangeSet:" in text_body:
+            value = text_body.split("Latest ChangeSet:", 1)[1].strip()
+            if value:
+                facts["xen_changeset"] = value
+        elif xen_seen and "xen_build_id" not in facts and (m := re.search(r"build-id: ([0-9a-f]+)", text_body)):
+            facts["xen_build_id"] = m.group(1)
+        elif xen_seen and (m := _LINUX.search(text_body)):
+            if re.search(r"\bDOM\d+:", line) or ("dom0_kernel" in facts and xl_seen):
+                facts.setdefault("domU_kernel", m.group(1))
+            else:
+                facts.setdefault("dom0_kernel", m.group(1))
+        elif "dom0_kernel" in facts and _XL_GUEST.search(line):
+            xl_seen = True
+    return facts
+
+
+_BOOT_STARTED = re.compile(r"^U-Boot 20\d\d|Starting kernel|^\(XEN\)")
+CONTEXT_LINES = 4
+
+
+def classify(text: str, stage: str) -> tuple[Status, str, list[str]] | None:
+    """Explain a failure from the console: (status, classification, evidence) or None.
+
+    The earliest matching line wins: what follows a panic (a reset, a
+    second banner) is its consequence.  A kernel panic is Dom0's unless the
+    stage is a DomU one.  Evidence is the line with a few lines before it.
+    """
+    guest = "domu" if "domu" in stage.lower() else "dom0"
+    lines = clean_lines(text)
+    booted = False
+    for i, line in enumerate(lines):
+        text_body = body(line)
+        for mon in MONITORS:
+            if mon.after_boot and not booted:
+                continue
+            if mon.regex.search(text_body):
+                evidence = lines[max(0, i - CONTEXT_LINES):i + 1]
+                return Status(mon.status), mon.classification.format(guest=guest), evidence
+        booted = booted or bool(_BOOT_STARTED.search(line))
+    return None
+
+
+def uboot_reply_failure(cmd: str, text: str, code: int, server: str = "") -> tuple[str, str, str]:
+    """(status, classification, message) of a U-Boot command that returned `code` != 0."""
+    found = classify(text, "uboot")
+    status, classification = (found[0].value, found[1]) if found else \
+        ("ERROR", "uboot-command-failed")
+    message = f"U-Boot command {cmd!r} failed (status {code})"
+    if cmd.split()[0] in ("tftpb", "tftpboot") and classification == "uboot-command-failed":
+        classification = "tftp-load-failed"
+        # Not one block came (the progress is '#'s after "Loading:").
+        if "Retry count exceeded" in text and not re.search(r"(?m)^(Loading:|[ \t]).*#", text):
+            classification = "tftp-server-unreachable"
+            message = f"TFTP server {server or 'serverip'} did not answer {cmd!r}"
+    return status, classification, message

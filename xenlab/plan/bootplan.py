@@ -1,0 +1,378 @@
+"""The boot plan: where every file goes in RAM and what /chosen must say.
+
+Computed once, like ImageBuilder's uboot-script-gen: each file at a 2 MiB
+boundary from its real size, skipping what U-Boot, firmware and the DTB
+reserve; then /chosen's module nodes (docs/misc/arm/device-tree/booting.txt,
+seed §8.4) as a list of edits.  The plan is a value: it prints as an address
+table and renders the same edits twice without recomputing anything, as
+U-Boot `fdt` commands (`uboot_commands`, `boot_script`) and as a DTB edited
+offline with pyfdt (`offline_dtb`, the seed's "edit the .dts" path).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Mapping
+
+import attr
+from pyfdt.pyfdt import FdtNode, FdtProperty, FdtPropertyStrings, FdtPropertyWords
+
+from .profile import BoardProfile, Region, check_cmdline
+from ..images.cache import atomic_write, sha256_file
+from .chosen import DomUSpec, DtEdit, chosen_edits, edit_bytes, uboot_edit
+from .dtb import DtbInfo, read_dtb, set_prop
+from ..errors import XenlabError
+from ..images.imageformat import image_info
+
+MiB = 1 << 20
+ALIGN = 2 * MiB  # arm64 Images must sit at a 2 MiB boundary; ImageBuilder aligns every file so
+SCRIPT_SLOT = 1 * MiB  # room kept for boot.scr at script_addr
+FDT_PAGE = 0x1000  # `fdt resize` ends the blob on a 4 KiB boundary
+FDT_RESIZE_RSV = 5 * 16  # ... after room for five /memreserve/ entries (fdt_shrink_to_minimum)
+FDT_BOOT_PAD = 0x3000  # booti/bootz then grow an in-place DTB by CONFIG_SYS_FDT_PAD for their fix-ups
+
+ROLES = ("xen", "dom0-kernel", "dom0-ramdisk")
+# A load name is one word to U-Boot's shell and to a TFTP server.
+FILENAME_RE = re.compile(r"^[A-Za-z0-9._+,=@%~-]+$")
+DOMAIN_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
+
+
+def _align(value: int, to: int = ALIGN) -> int:
+    return (value + to - 1) // to * to
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Placement:
+    role: str  # xen, dom0-kernel, dom0-ramdisk, domu:<name>:kernel, domu:<name>:ramdisk, dtb
+    filename: str  # the load (TFTP) name: the file's basename
+    path: Path
+    addr: int
+    size: int  # exact file size: what `reg` says
+    sha256: str
+    span: int  # memory kept for it: bss past the file for Xen, `fdt resize` headroom for the DTB
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.span
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class BootPlan:
+    profile: BoardProfile
+    placements: tuple[Placement, ...]
+    script_addr: int
+    xen_bootargs: str
+    dom0_bootargs: str
+    domus: tuple[DomUSpec, ...]
+    dtb_headroom: int  # bytes for `fdt resize`: the /chosen edits fit in it
+    edits: tuple[DtEdit, ...]
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, profile: BoardProfile, files: Mapping[str, os.PathLike], dtb_path: os.PathLike,
+              *, script_addr: int | None = None, domus=(), fixed: Mapping[str, int] | None = None
+              ) -> "BootPlan":
+        """Lay out `files` ({"xen", "dom0-kernel", "dom0-ramdisk"?: path}), the DomUs and the DTB.
+
+        `fixed` pins roles to addresses (2 MiB aligned); everything else flows around them.
+        """
+        unknown = sorted(set(files) - set(ROLES))
+        if unknown:
+            raise XenlabError(f"boot plan: unknown file role '{unknown[0]}' (roles: {', '.join(ROLES)})")
+        for role in ("xen", "dom0-kernel"):
+            if not files.get(role):
+                raise XenlabError(f"boot plan: no {role} file given")
+        domus = tuple(domus)
+        _check_domus(domus)
+
+        # What goes where, in ImageBuilder's order: Dom0, DomUs, Xen, then the host DTB.
+        wanted: list[tuple[str, Path]] = [("dom0-kernel", Path(files["dom0-kernel"]))]
+        if files.get("dom0-ramdisk"):
+            wanted.append(("dom0-ramdisk", Path(files["dom0-ramdisk"])))
+        for d in domus:
+            wanted.append((f"domu:{d.name}:kernel", Path(d.kernel)))
+            if d.ramdisk:
+                wanted.append((f"domu:{d.name}:ramdisk", Path(d.ramdisk)))
+        wanted.append(("xen", Path(files["xen"])))
+        wanted.append(("dtb", Path(dtb_path)))
+        names: dict[str, str] = {}
+        for role, path in wanted:
+            name = _check_file(role, path)
+            if name in names:
+                raise XenlabError(f"boot plan: {role} file {path} and {names[name]} file share the "
+                                  f"load name '{name}'; rename one")
+            names[name] = role
+
+        mem = profile.memory
+        info = DtbInfo.load(Path(dtb_path))
+        busy = list(mem.reserved) + [Region(a, b, f"{why} in the DTB")
+                                     for a, b, why in info.reserved_regions()
+                                     if a < mem.end and mem.start < b]
+
+        xen_bootargs = (f"console=dtuart dtuart={profile.dtuart} dom0_mem={profile.dom0.memory_mb}M "
+                        f"dom0_max_vcpus={profile.dom0.vcpus} {profile.xen_cmdline}").strip()
+        for what, value in (("Xen command line", xen_bootargs), ("Dom0 command line", profile.dom0.cmdline)):
+            why = check_cmdline(value)
+            if why:
+                raise XenlabError(f"{what} {value!r} {why}", where=profile.where)
+        has_chosen = info.node("/chosen") is not None
+
+        # Headroom for `fdt resize`: the edits' size with every address at its longest.
+        worst = {role: Placement(role, "", path, mem.end - 1, 0, "", 0) for role, path in wanted}
+        headroom = _align(edit_bytes(chosen_edits(worst, has_chosen, xen_bootargs,
+                                                    profile.dom0.cmdline, domus)) + 0x400, FDT_PAGE)
+
+        spans = {}
+        for role, path in wanted:
+            size = path.stat().st_size
+            if role == "xen":
+                spans[role] = image_info(path).effective_size  # its bss follows the file
+            elif role == "dtb":
+                grown = _align(_fdt_content_size(path) + FDT_RESIZE_RSV + headroom, FDT_PAGE)
+                spans[role] = max(size, grown + FDT_BOOT_PAD)
+            else:
+                spans[role] = size
+
+        script_addr = _place_script(profile, busy, script_addr)
+        busy.append(Region(script_addr, script_addr + SCRIPT_SLOT, "boot script slot"))
+        placed = _layout(profile, wanted, spans, busy, fixed or {}, script_addr + SCRIPT_SLOT)
+
+        by_role = {}
+        for role, path in wanted:
+            by_role[role] = Placement(role, path.name, path, placed[role], path.stat().st_size,
+                                      sha256_file(path), spans[role])
+        edits = chosen_edits(by_role, has_chosen, xen_bootargs, profile.dom0.cmdline, domus)
+        return cls(profile, tuple(sorted(by_role.values(), key=lambda p: p.addr)), script_addr,
+                   xen_bootargs, profile.dom0.cmdline, domus, headroom, tuple(edits))
+
+    # ------------------------------------------------------------------ queries
+    def placement(self, role: str) -> Placement:
+        for p in self.placements:
+            if p.role == role:
+                return p
+        raise KeyError(role)
+
+    def served_files(self) -> dict[str, Path]:
+        """Load name -> file, what the TFTP directory (or boot partition) must hold."""
+        return {p.filename: p.path for p in self.placements}
+
+    def uboot_prelude(self) -> list[str]:
+        """The profile's init commands (network up ...), run before anything is loaded."""
+        return list(self.profile.uboot.init_commands)
+
+    def script_commands(self, script_name: str = "boot.scr") -> list[str]:
+        """How to load and run the boot script written by `boot_script`."""
+        _check_name("boot script", script_name, script_name)
+        return [f"{self.profile.load_command} {self.script_addr:#x} {script_name}",
+                f"source {self.script_addr:#x}"]
+
+    # ------------------------------------------------------------------ renderings
+    def uboot_commands(self, *, edit_dtb: bool = True) -> list[str]:
+        """Load every file, write /chosen with `fdt`, boot Xen.
+
+        With edit_dtb=False the `fdt` edits are left out: for bootloaders
+        without `fdt`, serve `offline_dtb()` under the DTB's load name instead.
+        """
+        load = self.profile.load_command
+        cmds = [f"{load} {p.addr:#x} {p.filename}" for p in self.placements]
+        dtb = self.placement("dtb")
+        if edit_dtb:
+            # U-Boot reads `fdt resize`'s argument as hex.
+            cmds += [f"fdt addr {dtb.addr:#x}", f"fdt resize {self.dtb_headroom:#x}"]
+            cmds += [uboot_edit(e) for e in self.edits]
+        # Keep the DTB where it is: booti/bootz would otherwise copy it next to
+        # U-Boot's own reservation (ImageBuilder does the same).
+        high = "0xffffffffffffffff" if self.profile.arch == "arm64" else "0xffffffff"
+        cmds.append(f"setenv fdt_high {high}")
+        cmds.append(f"{self.profile.boot_command} {self.placement('xen').addr:#x} - {dtb.addr:#x}")
+        return cmds
+
+    def boot_script(self, path: os.PathLike) -> Path:
+        """Write boot.cmd beside `path` and wrap it with mkimage into `path` (boot.scr)."""
+        scr = Path(path)
+        cmd = scr.with_suffix(".cmd")
+        atomic_write(cmd, "\n".join(self.uboot_commands()) + "\n")
+        mkimage = shutil.which("mkimage")
+        if mkimage is None:
+            raise XenlabError("mkimage not found (Debian package u-boot-tools)")
+        tmp = scr.with_name(f".{scr.name}.tmp")
+        proc = subprocess.run([mkimage, "-A", self.profile.mkimage_arch, "-O", "linux", "-T", "script",
+                               "-C", "none", "-n", f"xenlab {self.profile.name}"[:31],
+                               "-d", str(cmd), str(tmp)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise XenlabError(f"mkimage failed for {cmd}: {proc.stderr.strip() or proc.stdout.strip()}")
+        if tmp.stat().st_size > SCRIPT_SLOT:
+            tmp.unlink()
+            raise XenlabError(f"boot script {scr} is larger than its {_human(SCRIPT_SLOT)} slot")
+        os.replace(tmp, scr)
+        return scr
+
+    def offline_dtb(self, out_path: os.PathLike) -> Path:
+        """The DTB with the same /chosen edits applied by pyfdt, written to `out_path`."""
+        dtb = self.placement("dtb")
+        fdt = read_dtb(dtb.path)
+        for e in self.edits:
+            parent_path, _, name = e.node.rpartition("/")
+            if e.prop is None:
+                parent = fdt.resolve_path(parent_path or "/")
+                if not isinstance(parent, FdtNode) or fdt.resolve_path(e.node) is not None:
+                    raise XenlabError(f"{dtb.path}: cannot create node {e.node}")
+                node = FdtNode(name)
+                node.set_parent_node(parent)
+                parent.append(node)
+                continue
+            node = fdt.resolve_path(e.node)
+            if e.kind == "words":
+                prop = FdtPropertyWords(e.prop, list(e.value))
+            elif e.kind == "strings":
+                prop = FdtPropertyStrings(e.prop, list(e.value))
+            else:
+                prop = FdtProperty(e.prop)
+            set_prop(node, prop)
+        blob = fdt.to_dtb()
+        if len(blob) > dtb.span:
+            raise XenlabError(f"edited DTB ({len(blob)} bytes) outgrows the {dtb.span} bytes kept "
+                              f"for it at {dtb.addr:#x}")
+        out = Path(out_path)
+        atomic_write(out, blob)
+        return out
+
+    def table(self) -> str:
+        """A printable address table: role, file, start, end (exclusive), size, sha256."""
+        rows = [("role", "file", "start", "end", "size", "sha256"),
+                ("script", "boot.scr", f"{self.script_addr:#x}", f"{self.script_addr + SCRIPT_SLOT:#x}",
+                 f"<= {_human(SCRIPT_SLOT)}", "-")]
+        rows += [(p.role, p.filename, f"{p.addr:#x}", f"{p.end:#x}", _human(p.size), p.sha256[:12])
+                 for p in self.placements]
+        widths = [max(len(r[i]) for r in rows) for i in range(6)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# --------------------------------------------------------------------------- checks
+
+def _check_name(what: str, name: str, shown) -> str:
+    if not FILENAME_RE.match(name):
+        bad = next((c for c in name if not FILENAME_RE.match(c)), None)
+        why = "is empty" if bad is None else f"contains {bad!r}"
+        raise XenlabError(f"{what} {str(shown)!r}: load name {name!r} {why}, which U-Boot's shell would "
+                          "split or interpret (allowed: letters, digits and ._+,=@%~-)")
+    return name
+
+
+def _check_file(role: str, path: Path) -> str:
+    name = _check_name(f"{role} file", path.name, path)
+    if not path.is_file():
+        raise XenlabError(f"{role} file {path} not found")
+    if path.stat().st_size == 0:
+        raise XenlabError(f"{role} file {path} is empty")
+    return name
+
+
+def _check_domus(domus: tuple[DomUSpec, ...]) -> None:
+    seen = set()
+    for d in domus:
+        if not DOMAIN_NAME_RE.match(d.name) or d.name == "chosen":
+            raise XenlabError(f"dom0less domain name {d.name!r} must match {DOMAIN_NAME_RE.pattern}")
+        if d.name in seen:
+            raise XenlabError(f"dom0less domain name '{d.name}' is used twice")
+        seen.add(d.name)
+        if not isinstance(d.memory_kb, int) or d.memory_kb <= 0:
+            raise XenlabError(f"dom0less domain '{d.name}': memory_kb {d.memory_kb!r} must be a positive integer")
+        if not isinstance(d.cpus, int) or not 1 <= d.cpus <= 128:
+            raise XenlabError(f"dom0less domain '{d.name}': cpus {d.cpus!r} must be 1..128")
+        why = check_cmdline(d.cmdline)
+        if why:
+            raise XenlabError(f"dom0less domain '{d.name}': command line {d.cmdline!r} {why}")
+
+
+def _fdt_content_size(path: Path) -> int:
+    """What `fdt resize` keeps of a blob: everything up to the end of its strings."""
+    with open(path, "rb") as f:
+        head = f.read(40)
+    off_strings, = struct.unpack_from(">I", head, 12)
+    size_strings, = struct.unpack_from(">I", head, 32)
+    return off_strings + size_strings
+
+
+def _place_script(profile: BoardProfile, busy: list[Region], script_addr: int | None) -> int:
+    mem = profile.memory
+    if script_addr is not None:
+        end = script_addr + SCRIPT_SLOT
+        if script_addr < mem.start or end > mem.end:
+            raise XenlabError(f"boot plan: script address {script_addr:#x} lies outside memory "
+                              f"{mem.start:#x}-{mem.end:#x}", where=profile.where)
+        for r in busy:
+            if r.overlaps(script_addr, end):
+                raise XenlabError(f"boot plan: script address {script_addr:#x} overlaps reserved "
+                                  f"{r.start:#x}-{r.end:#x} ({r.why})", where=profile.where)
+        return script_addr
+    # ImageBuilder's choice: 2 MiB into RAM, past anything reserved there.
+    return _first_fit(mem.start + ALIGN, SCRIPT_SLOT, busy)
+
+
+def _first_fit(addr: int, span: int, busy) -> int:
+    addr = _align(addr)
+    moved = True
+    while moved:
+        moved = False
+        for r in busy:
+            if r.overlaps(addr, addr + span):
+                addr, moved = _align(r.end), True
+    return addr
+
+
+def _describe(role: str, path: Path) -> str:
+    return f"{role} '{path.name}'"
+
+
+def _layout(profile: BoardProfile, wanted, spans, busy: list[Region], fixed: Mapping[str, int],
+            cursor: int) -> dict[str, int]:
+    mem = profile.memory
+    roles = {role: path for role, path in wanted}
+    placed: dict[str, int] = {}
+    taken: list[tuple[Region, str]] = [(r, f"reserved {r.start:#x}-{r.end:#x} ({r.why})") for r in busy]
+
+    for role, addr in sorted(fixed.items(), key=lambda kv: kv[1]):
+        if role not in roles:
+            raise XenlabError(f"boot plan: fixed address for unknown role '{role}'")
+        what = _describe(role, roles[role])
+        end = addr + spans[role]
+        if addr % ALIGN:
+            raise XenlabError(f"boot plan: fixed address {addr:#x} for {what} is not 2 MiB aligned")
+        if addr < mem.start or end > mem.end:
+            raise XenlabError(f"boot plan: fixed address {addr:#x}-{end:#x} for {what} lies outside "
+                              f"memory {mem.start:#x}-{mem.end:#x}", where=profile.where)
+        for r, other in taken:
+            if r.overlaps(addr, end):
+                raise XenlabError(f"boot plan: fixed address {addr:#x}-{end:#x} for {what} overlaps {other}")
+        placed[role] = addr
+        taken.append((Region(addr, end, role), f"{what} at {addr:#x}-{end:#x}"))
+
+    regions = [r for r, _ in taken]
+    for i, (role, path) in enumerate(wanted):
+        if role in placed:
+            continue
+        addr = _first_fit(cursor, spans[role], regions)
+        if addr + spans[role] > mem.end:
+            left = [f"{_describe(r, p)} ({_human(spans[r])})" for r, p in wanted[i:] if r not in placed]
+            have = ", ".join(f"{r} {placed[r]:#x}-{placed[r] + spans[r]:#x}" for r in placed) or "nothing"
+            rsv = ", ".join(f"{r.start:#x}-{r.end:#x}" for r in busy) or "none"
+            raise XenlabError(f"not enough memory for {', '.join(left)}: RAM {mem.start:#x}-{mem.end:#x}, "
+                              f"reserved {rsv}, already placed {have}", where=profile.where)
+        placed[role] = addr
+        regions.append(Region(addr, addr + spans[role], role))
+        cursor = addr + spans[role]
+    return placed

@@ -1,0 +1,123 @@
+"""What /chosen must say for Xen: module nodes, command lines and dom0less domains, as edits.
+
+The bindings are xen.git's docs/misc/arm/device-tree/booting.txt (seed §8.4):
+each module a `/chosen` node with "multiboot,module" and "multiboot,kernel" or
+"multiboot,ramdisk", `reg` the exact address and size; a dom0less domain a
+"xen,domain" node with its own modules.  The edits are data (`DtEdit`), so the
+boot plan renders the same list as U-Boot `fdt` commands and as an offline DTB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import attr
+
+
+
+def _align(value: int, to: int) -> int:
+    return (value + to - 1) // to * to
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class DomUSpec:
+    """A dom0less domain started by Xen at boot (booting.txt, "xen,domain")."""
+
+    name: str
+    kernel: Path
+    ramdisk: Path | None = None
+    memory_kb: int = 131072
+    cpus: int = 1
+    vpl011: bool = True  # an emulated PL011 the guest's console can use
+    cmdline: str = "console=ttyAMA0"
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class DtEdit:
+    """One change to the DTB: create `node` (prop None), or set one property on it."""
+
+    node: str
+    prop: str | None = None
+    kind: str = ""  # "words", "strings" or "empty"
+    value: tuple = ()
+
+
+def _cells64(value: int) -> tuple[int, int]:
+    return (value >> 32, value & 0xFFFFFFFF)
+
+
+def _module(parent: str, p, compatible: tuple[str, ...], bootargs: str | None) -> list[DtEdit]:
+    node = f"{parent}/module@{p.addr:x}"
+    edits = [DtEdit(node),
+             DtEdit(node, "compatible", "strings", compatible),
+             # The exact file size, not ${filesize}: the plan knows it (booting.txt wants it exact).
+             DtEdit(node, "reg", "words", (*_cells64(p.addr), *_cells64(p.size)))]
+    if bootargs:
+        edits.append(DtEdit(node, "bootargs", "strings", (bootargs,)))
+    return edits
+
+
+def chosen_edits(by_role: Mapping, has_chosen: bool, xen_bootargs: str,
+                  dom0_bootargs: str, domus: tuple[DomUSpec, ...]) -> list[DtEdit]:
+    kernel = ("multiboot,kernel", "multiboot,module")
+    ramdisk = ("multiboot,ramdisk", "multiboot,module")
+    edits = [] if has_chosen else [DtEdit("/chosen")]
+    # Two cells each, as ImageBuilder sets: any module address and size fits.
+    edits += [DtEdit("/chosen", "#address-cells", "words", (2,)),
+              DtEdit("/chosen", "#size-cells", "words", (2,)),
+              DtEdit("/chosen", "xen,xen-bootargs", "strings", (xen_bootargs,))]
+    if dom0_bootargs:
+        edits.append(DtEdit("/chosen", "xen,dom0-bootargs", "strings", (dom0_bootargs,)))
+    edits += _module("/chosen", by_role["dom0-kernel"], kernel, dom0_bootargs)
+    if "dom0-ramdisk" in by_role:
+        edits += _module("/chosen", by_role["dom0-ramdisk"], ramdisk, None)
+    for d in domus:
+        node = f"/chosen/{d.name}"
+        edits += [DtEdit(node),
+                  DtEdit(node, "compatible", "strings", ("xen,domain",)),
+                  DtEdit(node, "#address-cells", "words", (2,)),
+                  DtEdit(node, "#size-cells", "words", (2,)),
+                  DtEdit(node, "memory", "words", _cells64(d.memory_kb)),  # KiB, 64-bit
+                  DtEdit(node, "cpus", "words", (d.cpus,))]
+        if d.vpl011:
+            edits.append(DtEdit(node, "vpl011", "empty"))
+        edits += _module(node, by_role[f"domu:{d.name}:kernel"], kernel, d.cmdline)
+        if f"domu:{d.name}:ramdisk" in by_role:
+            edits += _module(node, by_role[f"domu:{d.name}:ramdisk"], ramdisk, None)
+    return edits
+
+
+def edit_bytes(edits) -> int:
+    """Upper bound of the bytes the edits add to a blob's structure and strings blocks."""
+    total = 0
+    for e in edits:
+        if e.prop is None:
+            name = e.node.rsplit("/", 1)[1]
+            total += 8 + _align(len(name) + 1, 4)  # BEGIN_NODE + name, END_NODE
+        else:
+            if e.kind == "words":
+                size = 4 * len(e.value)
+            elif e.kind == "strings":
+                size = sum(len(s) + 1 for s in e.value)
+            else:
+                size = 0
+            total += 12 + _align(size, 4) + len(e.prop) + 1  # PROP header, value, name string
+    return total
+
+
+def _uboot_value(e: DtEdit) -> str:
+    if e.kind == "words":
+        return " <" + " ".join(f"{w:#x}" for w in e.value) + ">"
+    if e.kind == "strings":
+        return " " + " ".join(f'"{s}"' for s in e.value)
+    return ""
+
+
+def uboot_edit(e: DtEdit) -> str:
+    if e.prop is None:
+        parent, _, name = e.node.rpartition("/")
+        return f"fdt mknode {parent or '/'} {name}"
+    # `#` starts a comment in U-Boot's shell, also inside boot.scr.
+    prop = "\\" + e.prop if e.prop.startswith("#") else e.prop
+    return f"fdt set {e.node} {prop}{_uboot_value(e)}"

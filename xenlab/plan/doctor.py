@@ -1,0 +1,258 @@
+"""`xenlab doctor`: preflight checks of a board profile, its DTB and an image set.
+
+Each finding explains itself in the seed's terms (the Xen wiki page "Xen ARM
+with Virtualization Extensions", section numbers in the hints): what Xen needs
+from the firmware (§6.3), the DTB (§6.1.3, §8.3), the boot modules (§8.4) and
+the console (§8.6).  Nothing here boots anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .profile import BoardProfile, DtbQemu
+from .bootplan import BootPlan
+from .dtb import CorruptDtb, DtbInfo, resolve_dtb
+from ..errors import Finding, Severity, XenlabError
+from ..images.imageformat import BOOT_COMMAND_FORMAT, image_info
+
+E, W, I = Severity.ERROR, Severity.WARN, Severity.INFO
+
+
+def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None = None, *,
+           dtb_path: os.PathLike | None = None, domus=(),
+           extra_findings: Iterable[Finding] = ()) -> list[Finding]:
+    """Check `profile` (and, if given, the images for it); findings in check order.
+
+    `dtb_path` skips resolving the profile's DTB (a DTB already resolved or one
+    to try); `extra_findings` (kernel-config checks from images.py) are appended.
+    """
+    findings: list[Finding] = []
+    findings += _firmware(profile)
+    try:
+        path = Path(dtb_path) if dtb_path is not None else resolve_dtb(profile)
+        info = DtbInfo.load(path)
+    except XenlabError as exc:
+        code = "dtb-corrupt" if isinstance(exc, CorruptDtb) else "dtb-unavailable"
+        findings.append(Finding(E, code, str(exc),
+                                "Xen needs the host's DTB to find RAM, CPUs, its UART and its "
+                                "boot modules (seed §6.1.3, §8.3)"))
+        findings += list(extra_findings)
+        return findings
+    findings += _memory(profile, info)
+    findings += _console(profile, info)
+    findings += _cpus(profile, info)
+    findings += _chosen(info)
+    if image_files is not None:
+        findings += _images(profile, image_files, path, domus)
+    findings += list(extra_findings)
+    return findings
+
+
+# --------------------------------------------------------------------------- firmware
+
+def _firmware(profile: BoardProfile) -> list[Finding]:
+    if not profile.emulated:
+        return [Finding(I, "nonsecure-hyp",
+                        f"{profile.name}: Xen must be entered in non-secure hypervisor mode (EL2)",
+                        "firmware that starts the OS in secure supervisor mode needs an update; "
+                        "U-Boot has done it since 2014.01 on Armv7, TF-A hands Armv8 U-Boot EL2 "
+                        "(seed §6.3); a debug Xen says '- Xen must be entered in NS EL2 mode -'")]
+    if isinstance(profile.dtb, DtbQemu):
+        machine = [a for i, a in enumerate(profile.dtb.args)
+                   if i and profile.dtb.args[i - 1] in ("-machine", "-M")]
+        if not any(re.search(r"(^|,)virtualization=(on|true|yes)(,|$)", m) for m in machine):
+            return [Finding(E, "qemu-no-el2",
+                            f"{profile.where}: key 'dtb.qemu.args' has no -machine virtualization=on",
+                            "without EL2 there is no hypervisor mode for Xen to start in (seed §6.3)")]
+    return []
+
+
+# --------------------------------------------------------------------------- memory
+
+def _memory(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
+    nodes = info.memory_nodes()
+    if not nodes:
+        return [Finding(W, "memory-node-missing", "the DTB has no /memory node",
+                        "Xen takes RAM only from the DTB: U-Boot or the firmware must add /memory "
+                        "at boot (U-Boot's booti/bootz fix-up does), or Xen finds no RAM (seed §6.1.3)")]
+    banks = info.memory_banks()
+    if not banks:
+        return [Finding(W, "memory-node-empty", f"{', '.join(nodes)} in the DTB has zero size",
+                        "the firmware or U-Boot must fill it in at boot (the Raspberry Pi firmware "
+                        "and U-Boot's booti/bootz fix-up do); Xen takes RAM only from the DTB "
+                        "(seed §6.1.3)")]
+    mem = profile.memory
+    if not any(a <= mem.start and mem.end <= b for a, b in banks):
+        shown = ", ".join(f"{a:#x}-{b:#x}" for a, b in banks)
+        return [Finding(E, "memory-outside-dtb",
+                        f"{profile.where}: key 'memory': {mem.start:#x}-{mem.end:#x} is not inside "
+                        f"one RAM bank of the DTB ({shown})",
+                        "files loaded outside RAM are lost, and Xen would not know the memory "
+                        "holding its boot modules (seed §8.4)")]
+    return []
+
+
+# --------------------------------------------------------------------------- console
+
+def _console(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
+    out = []
+    dtuart = profile.dtuart
+    target = info.resolve(dtuart)
+    if target is None:
+        if dtuart.startswith("/"):
+            out.append(Finding(E, "dtuart-path-missing",
+                               f"{profile.where}: key 'dtuart': no node {dtuart} in the DTB",
+                               "Xen finds no console UART and prints nothing (seed §8.6)"))
+        else:
+            aliases = info.aliases()
+            where = "the DTB has no /aliases node" if aliases is None else \
+                f"/aliases has no '{dtuart}'" + (" or it names a missing node" if dtuart in aliases else "")
+            hint = "dtuart= is an alias from /aliases or a full path (seed §8.6); "
+            hint += (f"use dtuart={info.stdout_path()}, the path stdout-path names"
+                     if (info.stdout_path() or "").startswith("/") else "use the UART's full path")
+            out.append(Finding(E, "dtuart-alias-missing",
+                               f"{profile.where}: key 'dtuart': '{dtuart}' does not resolve: {where}; "
+                               "Xen's console would be silently lost", hint))
+        return out
+    if info.status(target) not in ("okay", "ok"):
+        out.append(Finding(W, "dtuart-disabled",
+                           f"dtuart {dtuart} -> {target} has status '{info.status(target)}'",
+                           "a disabled UART is not set up by firmware or Linux; pick the console "
+                           "UART (seed §8.6)"))
+
+    stdout = info.stdout_path()
+    if stdout is None:
+        out.append(Finding(I, "stdout-path-missing", "the DTB's /chosen has no stdout-path",
+                           f"nothing to cross-check dtuart {dtuart} against; make sure the lab's "
+                           "serial cable is on that UART (seed §8.6)"))
+        return out
+    console = info.resolve(stdout)
+    if console is None:
+        out.append(Finding(W, "stdout-path-unresolved",
+                           f"/chosen/stdout-path '{stdout}' names no node in the DTB",
+                           "firmware and Linux will not agree on a console either (seed §8.6)"))
+    elif console != target:
+        out.append(Finding(W, "dtuart-stdout-mismatch",
+                           f"dtuart {dtuart} -> {target}, but /chosen/stdout-path '{stdout}' -> {console}",
+                           "Xen's console would appear on another port than the firmware's, the one "
+                           "the lab's serial cable is on; Dom0 loses the UART Xen takes (seed §8.6)"))
+    return out
+
+
+# --------------------------------------------------------------------------- CPUs
+
+def _cpus(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
+    cpus = info.cpus()
+    if len(cpus) < 2:
+        return []
+    out = []
+    secondary = cpus[1:]
+    psci = info.psci()
+    # The DTB of an emulated board is final; a real board's firmware may still add /psci.
+    sev = E if profile.emulated else W
+    if profile.arch == "arm64":
+        by_method: dict[str | None, list[str]] = {}
+        for cpu in secondary:
+            by_method.setdefault(cpu.enable_method, []).append(cpu.path)
+        if "psci" in by_method and psci is None:
+            out.append(Finding(sev, "psci-missing",
+                               f"{_names(by_method['psci'])} use enable-method 'psci' but the DTB has no PSCI node",
+                               "Xen says 'CPUn asks for PSCI, but DTB has no PSCI node' and leaves them "
+                               "offline; firmware must provide PSCI for SMP (seed §6.3)"))
+        spin = [c for c in secondary if c.enable_method == "spin-table"]
+        if spin:
+            no_addr = [c.path for c in spin if c.release_addr is None]
+            if no_addr:
+                out.append(Finding(sev, "cpu-release-addr-missing",
+                                   f"{_names(no_addr)} use spin-table without cpu-release-addr",
+                                   "Xen cannot release them and they stay offline; PSCI is what "
+                                   "the seed asks of the firmware (seed §6.3)"))
+            else:
+                addrs = ", ".join(sorted({f"{c.release_addr:#x}" for c in spin}))
+                out.append(Finding(W, "cpu-spin-table",
+                                   f"{_names([c.path for c in spin])} use spin-table (release at {addrs}), not PSCI",
+                                   "Xen's arm64 smpboot.c releases spin-table CPUs, but it cannot take "
+                                   "them offline again, and if the firmware's spin loop misses the "
+                                   "write they stay offline ('Brought up 1 CPUs'); SMP wants PSCI (seed §6.3)"))
+        other = [p for m, paths in by_method.items() if m not in ("psci", "spin-table") for p in paths]
+        if other:
+            methods = sorted({str(c.enable_method) for c in secondary if c.path in other})
+            out.append(Finding(W, "cpu-enable-method",
+                               f"{_names(other)} have enable-method {', '.join(methods)}",
+                               "Xen on arm64 starts secondary CPUs only by 'psci' or 'spin-table'; "
+                               "these stay offline (seed §6.3)"))
+    elif psci is None:
+        out.append(Finding(sev, "psci-missing",
+                           f"{len(cpus)} CPUs but the DTB has no PSCI node",
+                           "Xen on arm32 starts secondary CPUs through PSCI (or code for a few "
+                           "SoCs); unless the firmware adds /psci at boot (U-Boot does with "
+                           "CONFIG_ARMV7_PSCI) they stay offline (seed §6.3)"))
+    return out
+
+
+def _names(paths: list[str]) -> str:
+    return ", ".join(p.rsplit("/", 1)[-1] for p in paths)
+
+
+# --------------------------------------------------------------------------- /chosen
+
+def _chosen(info: DtbInfo) -> list[Finding]:
+    out = []
+    if info.node("/chosen") is None:
+        out.append(Finding(I, "chosen-missing", "the DTB has no /chosen node",
+                           "the boot plan creates it before adding the boot modules (seed §8.4)"))
+        return out
+    words = info.prop("/chosen", "#address-cells")
+    if words is not None and list(getattr(words, "words", [])) != [2]:
+        out.append(Finding(I, "chosen-cells",
+                           f"/chosen has #address-cells {list(getattr(words, 'words', []))}",
+                           "the boot plan sets #address-cells and #size-cells of /chosen to 2 for the "
+                           "module nodes, as ImageBuilder does (seed §8.4 shows <1>)"))
+    return out
+
+
+# --------------------------------------------------------------------------- images
+
+def _images(profile: BoardProfile, files: Mapping[str, os.PathLike], dtb: Path, domus) -> list[Finding]:
+    out = []
+    try:
+        plan = BootPlan.build(profile, files, dtb, domus=domus)
+    except XenlabError as exc:
+        out.append(Finding(E, "plan", str(exc),
+                           "the bootloader must load Xen, Dom0's kernel and ramdisk and the DTB "
+                           "into RAM without overlaps (seed §8.4)"))
+        plan = None
+
+    xen = files.get("xen")
+    if xen and Path(xen).is_file():
+        info = image_info(Path(xen))
+        want = BOOT_COMMAND_FORMAT[profile.boot_command]
+        if info.format != want:
+            out.append(Finding(E, "boot-format-mismatch",
+                               f"Xen {xen} is {info.format}, but {profile.boot_command} "
+                               f"(key 'boot_command' of {profile.where}) needs {want}",
+                               "booti takes an arm64 Image (ARM\\x64 at 0x38), bootz an arm32 zImage "
+                               "(0x016f2818 at 0x24) (seed §8.2)"))
+        elif info.anywhere is False:
+            out.append(Finding(W, "xen-image-moves",
+                               f"Xen {xen}: its Image header lacks flag bit 3",
+                               "booti then moves it to the start of RAM, over whatever the plan put "
+                               "there; build Xen with a current head.S (seed §8.2)"))
+    kernel = files.get("dom0-kernel")
+    if kernel and Path(kernel).is_file():
+        fmt = image_info(Path(kernel)).format
+        want = "arm64-image" if profile.arch == "arm64" else "zimage"
+        if fmt != want:
+            out.append(Finding(W, "dom0-kernel-format",
+                               f"Dom0 kernel {kernel} is {fmt}, Xen on {profile.arch} expects {want}",
+                               "Xen loads Dom0 from the kernel module itself and must understand its "
+                               "header (seed §8.4, §9)"))
+    if plan is not None:
+        out.append(Finding(I, "plan", f"images fit: {len(plan.placements)} files between "
+                           f"{min(p.addr for p in plan.placements):#x} and "
+                           f"{max(p.end for p in plan.placements):#x}"))
+    return out

@@ -1,0 +1,372 @@
+"""`xenlab dashboard`: a static site of the farm's nightly results.
+
+The index is a board × night matrix (a night is the UTC date a run started;
+a cell is the newest run of that board that night), coloured by verdict,
+with regressions, fixes and still-failing boards against each board's
+previous night marked on the cells and listed on top (KernelCI's tree
+compare, OSSTest's wording, both via `nightly.compare`).  Lab and harness
+errors can be hidden: the dashboard feature KernelCI users ask for most.
+
+Incremental by design: an SQLite index (out/index.sqlite) remembers every
+run.json by path, mtime and size, so a build reads only new or changed
+records, writes run pages only for those runs, and rewrites only the board
+pages, month pages and index they touch.  Those pages show bounded windows
+(the last INDEX_NIGHTS / BOARD_NIGHTS nights, or one month), so adding a
+night costs the same after a year as after a week.
+
+Console logs are untrusted text: every page is rendered with autoescape on
+and a Content-Security-Policy that allows no script but the filter's own.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import json
+import math
+import os
+import sqlite3
+import time
+from functools import partial
+from pathlib import Path
+
+import attr
+import jinja2
+
+from ..console_text import clean_lines
+from ..errors import XenlabError
+from ..run.compare import Change, change_between, compare
+from ..run.record import RunRecord
+from .dashindex import Changes, open_index, update_index
+
+INDEX_NIGHTS = 30  # columns of the index matrix
+BOARD_NIGHTS = 90  # rows and plot points of a board page
+CONSOLE_MAX = 4 << 20  # bytes of console shown; a runaway log keeps its head and tail
+INFRA = ("ERROR", "ABORTED", "RUNNING")
+SHORT = {"PASS": "P", "FAIL": "F", "ERROR": "E", "KNOWN": "K", "SKIP": "S", "ABORTED": "A",
+         "RUNNING": "R"}
+
+# The only script the site runs: the infrastructure filter.  Its hash goes
+# into the pages' CSP, so an injected <script> could not run even if escaping failed.
+FILTER_JS = """(function () {
+  var box = document.getElementById('infra-filter');
+  if (!box) return;
+  function apply(on) { document.body.classList.toggle('hide-infra', on); box.checked = on; }
+  apply(location.hash.indexOf('hide-infra') >= 0);
+  box.addEventListener('change', function () {
+    apply(box.checked);
+    history.replaceState(null, '', box.checked ? '#hide-infra' : location.pathname);
+  });
+  box.closest('.filter').hidden = false;
+})();"""
+FILTER_HASH = "sha256-" + base64.b64encode(hashlib.sha256(FILTER_JS.encode()).digest()).decode()
+
+
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("xenlab.reports", "templates"),
+                             autoescape=True,  # console text and step messages are untrusted
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.globals.update(short=SHORT, filter_js=FILTER_JS, filter_hash=FILTER_HASH,
+                       safe_url=safe_url, infra=INFRA,
+                       marked=("regression", "fixed", "still-failing"))
+    return env
+
+
+def _render_version() -> str:
+    """Changes when a template or this module changes: then every page is rebuilt."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for path in [Path(__file__).resolve(), *sorted((here / "templates").glob("*.html"))]:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def safe_url(link) -> str | None:
+    """A known issue's link, if it is a plain http(s) URL (never javascript: and friends)."""
+    return link if isinstance(link, str) and link.startswith(("https://", "http://")) else None
+
+
+def _write(path: Path, text: str) -> None:
+    # Replace, so `--serve` never hands out half a page; no fsync: pages can be rebuilt.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- page data
+
+def _cell(row: sqlite3.Row) -> dict:
+    steps = json.loads(row["steps"])
+    return {"target": row["target"], "run_id": row["run_id"], "night": row["night"],
+            "start": row["start"], "verdict": row["verdict"], "reason": row["reason"],
+            "classification": row["classification"], "xen": row["xen"], "tester": row["tester"],
+            "steps": steps, "marks": json.loads(row["marks"]), "console": bool(row["console"]),
+            "known": list(dict.fromkeys((s[3], s[4]) for s in steps if s[1] == "KNOWN" and s[3])),
+            "change": None, "previous": None}
+
+
+def _newest_per_night(rows) -> dict[tuple[str, str], dict]:
+    cells: dict[tuple[str, str], dict] = {}
+    for row in rows:  # ordered by start: the night's newest run wins
+        cells[(row["target"], row["night"])] = _cell(row)
+    return cells
+
+
+def _before(db, board: str, night: str) -> dict | None:
+    """The board's cell on its last night before `night`."""
+    row = db.execute("SELECT * FROM runs WHERE target = ? AND night < ? "
+                     "ORDER BY night DESC, start DESC LIMIT 1", (board, night)).fetchone()
+    return _cell(row) if row else None
+
+
+def _mark_changes(db, boards: list[str], nights: list[str], cells: dict) -> None:
+    """Each cell's change against the board's previous night (which may lie before the window)."""
+    for board in boards:
+        prev = _before(db, board, nights[0]) if nights else None
+        for night in nights:
+            cell = cells.get((board, night))
+            if cell is None:
+                continue
+            cell["change"] = change_between(prev, cell).value if prev is not None else None
+            cell["previous"] = prev["run_id"] if prev is not None else None
+            prev = cell
+
+
+def matrix(db, nights: list[str]) -> dict:
+    """boards × nights cells for the given (ascending) nights, changes marked."""
+    if not nights:
+        return {"boards": [], "nights": [], "cells": {}}
+    rows = db.execute("SELECT * FROM runs WHERE night BETWEEN ? AND ? ORDER BY start, run_id",
+                      (nights[0], nights[-1])).fetchall()
+    wanted = set(nights)
+    cells = {k: v for k, v in _newest_per_night(rows).items() if k[1] in wanted}
+    boards = sorted({b for b, _ in cells})
+    _mark_changes(db, boards, nights, cells)
+    return {"boards": boards, "nights": nights, "cells": cells}
+
+
+def summary(db, m: dict) -> dict:
+    """The newest night against each board's previous night, for the list on top."""
+    if not m["nights"]:
+        return {"night": None, "entries": {}}
+    last = m["nights"][-1]
+    current = {b: m["cells"][(b, last)] for b in m["boards"] if (b, last) in m["cells"]}
+    previous = {b: p for b in current if (p := _before(db, b, last)) is not None}
+    # Missing: boards that ran on the night before and not on this one.
+    if len(m["nights"]) > 1:
+        before = m["nights"][-2]
+        for b in m["boards"]:
+            if b not in current and (b, before) in m["cells"]:
+                previous[b] = m["cells"][(b, before)]
+    comparison = compare(previous, current)
+    keep = (Change.REGRESSION, Change.FIXED, Change.STILL_FAILING, Change.KNOWN, Change.INFRA,
+            Change.NEW, Change.MISSING)
+    return {"night": last, "entries": {c.value: comparison.of(c) for c in keep}}
+
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def plot(cells: list[dict], width: int = 760, height: int = 260) -> dict | None:
+    """SVG paths of each stage's time from power-on over the nights.
+
+    Runs recorded without stage marks are plotted by step durations instead.
+    """
+    use_marks = any(c["marks"] for c in cells)
+    series: dict[str, list[tuple[int, float]]] = {}
+    for i, c in enumerate(cells):
+        values = c["marks"] if use_marks else {s[0]: s[2] for s in c["steps"] if s[2] is not None}
+        for name, secs in values.items():
+            if isinstance(secs, (int, float)):
+                series.setdefault(name, []).append((i, float(secs)))
+    if not series:
+        return None
+    left, right, top, bottom = 48, 150, 12, 28
+    tick, top_value = _nice_axis(max(v for points in series.values() for _, v in points))
+    span = max(1, len(cells) - 1)
+
+    def x(i):
+        return round(left + (width - left - right) * i / span, 1)
+
+    def y(v):
+        return round(top + (height - top - bottom) * (1 - v / top_value), 1)
+
+    lines = []
+    for n, (name, points) in enumerate(series.items()):
+        d, last = [], None
+        for i, v in points:
+            d.append(f"{'L' if last is not None and i == last + 1 else 'M'}{x(i)},{y(v)}")
+            last = i
+        lines.append({"name": name, "d": " ".join(d), "colour": PALETTE[n % len(PALETTE)],
+                      "legend_y": top + 14 * n + 8, "dots": [(x(i), y(v)) for i, v in points]
+                      if len(points) <= 31 else []})
+    ticks = [{"y": y(tick * k), "label": f"{tick * k:g}"}
+             for k in range(round(top_value / tick) + 1)]
+    labels = [{"x": x(i), "text": cells[i]["night"]} for i in sorted({0, len(cells) // 2,
+                                                                       len(cells) - 1})]
+    return {"width": width, "height": height, "lines": lines, "ticks": ticks, "labels": labels,
+            "left": left, "right": width - right, "bottom": height - bottom, "top": top,
+            "legend_x": width - right + 10,
+            "what": "seconds from power-on to each stage" if use_marks else "seconds per step"}
+
+
+def _nice_axis(highest: float) -> tuple[float, float]:
+    """(tick, top): a 1-2-2.5-5 tick giving at most five steps up to a top above `highest`."""
+    raw = max(highest, 1e-3) / 5
+    magnitude = 10 ** math.floor(math.log10(raw))
+    tick = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if raw <= m * magnitude)
+    return tick, tick * math.ceil(highest / tick + 1e-9)
+
+
+def console_text(path: Path) -> str:
+    """The console log as readable text: no escapes or control characters, bounded size."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= CONSOLE_MAX:
+                data = f.read()
+            else:
+                head = f.read(CONSOLE_MAX // 4)
+                f.seek(size - CONSOLE_MAX * 3 // 4)
+                gap = f"\n[... {size - CONSOLE_MAX} bytes left out ...]\n".encode()
+                data = head + gap + f.read()
+    except OSError:
+        return ""
+    return "\n".join(clean_lines(data.decode("utf-8", errors="replace")))
+
+
+# --------------------------------------------------------------------------- the build
+
+@attr.s(auto_attribs=True)
+class BuildStats:
+    runs: int = 0  # run.json files found
+    read: int = 0  # read this build (new or changed)
+    removed: int = 0
+    pages: int = 0  # pages written
+    seconds: float = 0.0
+    index_seconds: float = 0.0  # scan and index update; the rest is rendering
+
+
+def build(results: Path | str, out: Path | str, *, index_nights: int = INDEX_NIGHTS,
+          board_nights: int = BOARD_NIGHTS) -> BuildStats:
+    t0 = time.monotonic()
+    results, out = Path(results), Path(out)
+    if not results.is_dir():
+        raise XenlabError(f"--results {results}: no such directory")
+    db = open_index(out, results, _render_version())
+    try:
+        stats = BuildStats()
+        stats.runs, changes = update_index(db, results)
+        stats.index_seconds = time.monotonic() - t0
+        stats.read = sum(r is not None for r in changes.runs.values())
+        stats.removed = len(changes.runs) - stats.read
+        if changes.runs or not (out / "index.html").exists():
+            stats.pages = _render(db, results, out, changes, index_nights, board_nights)
+    finally:
+        db.close()
+    stats.seconds = time.monotonic() - t0
+    return stats
+
+
+def _render(db, results: Path, out: Path, changes: Changes, index_nights: int,
+            board_nights: int) -> int:
+    env = _templates()
+    pages = 0
+    for path, row in changes.runs.items():
+        board, run_id = path.split("/")
+        page = out / "runs" / board / f"{run_id}.html"
+        if row is None:
+            for p in (page, page.with_name(f"{run_id}.console.html")):
+                p.unlink(missing_ok=True)
+            continue
+        _run_pages(env, results / path, out, board, run_id)
+        pages += 2
+    months = [r[0] for r in db.execute("SELECT DISTINCT substr(night, 1, 7) FROM runs ORDER BY 1")]
+    for board in sorted(changes.boards):
+        pages += _board_page(env, db, out, board, board_nights)
+    for month in sorted(changes.months):
+        nights = [r[0] for r in db.execute("SELECT DISTINCT night FROM runs WHERE night LIKE ? "
+                                           "ORDER BY night", (f"{month}-%",))]
+        target = out / "nights" / f"{month}.html"
+        if not nights:
+            target.unlink(missing_ok=True)
+            continue
+        m = matrix(db, nights)
+        _write(target, env.get_template("month.html").render(
+            root="../", title=f"Nights of {month}", month=month, m=m, months=months))
+        pages += 1
+    nights = [r[0] for r in db.execute("SELECT DISTINCT night FROM runs ORDER BY night DESC "
+                                       "LIMIT ?", (index_nights,))][::-1]
+    m = matrix(db, nights)
+    boards = [r[0] for r in db.execute("SELECT DISTINCT target FROM runs ORDER BY 1")]
+    _write(out / "index.html", env.get_template("index.html").render(
+        root="", title="xenlab: nightly board results", m=m, s=summary(db, m), months=months,
+        boards=boards, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+    return pages + 1
+
+
+def _run_pages(env, run_dir: Path, out: Path, board: str, run_id: str) -> None:
+    try:
+        d = RunRecord.load(run_dir).to_dict()
+    except XenlabError:
+        d = {"target": board, "run_id": run_id, "verdict": "ERROR", "steps": [], "info": {},
+             "verdict_reason": "run.json unreadable"}
+    page = out / "runs" / board / f"{run_id}.html"
+    has_console = (run_dir / "console.log").is_file()
+    _write(page, env.get_template("run.html").render(
+        root="../../", title=f"{board} {run_id}", r=d, info=d.get("info") or {},
+        has_console=has_console))
+    if has_console:
+        _write(page.with_name(f"{run_id}.console.html"), env.get_template("console.html").render(
+            root="../../", title=f"console.log of {board} {run_id}", board=board, run_id=run_id,
+            text=console_text(run_dir / "console.log")))
+
+
+def _board_page(env, db, out: Path, board: str, board_nights: int) -> int:
+    rows = db.execute("SELECT * FROM runs WHERE target = ? AND night >= coalesce((SELECT night "
+                      "FROM (SELECT DISTINCT night FROM runs WHERE target = ? ORDER BY night DESC "
+                      "LIMIT ?) ORDER BY night LIMIT 1), '') ORDER BY start, run_id",
+                      (board, board, board_nights)).fetchall()
+    target = out / "boards" / f"{board}.html"
+    if not rows:
+        target.unlink(missing_ok=True)
+        return 0
+    cells_by_night = _newest_per_night(rows)
+    nights = sorted(n for _, n in cells_by_night)
+    _mark_changes(db, [board], nights, cells_by_night)
+    cells = [cells_by_night[(board, n)] for n in nights]
+    months = [r[0] for r in db.execute("SELECT DISTINCT substr(night, 1, 7) FROM runs "
+                                       "WHERE target = ? ORDER BY 1", (board,))]
+    _write(target, env.get_template("board.html").render(
+        root="../", title=f"Board {board}", board=board, history=cells[::-1],
+        plot=plot(cells), months=months, latest=cells[-1]))
+    return 1
+
+
+# --------------------------------------------------------------------------- serve
+
+def make_server(out: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
+    """An HTTP server for the site on 127.0.0.1 only: results are not for the whole network."""
+    handler = partial(_QuietHandler, directory=str(out))
+    try:
+        return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as exc:
+        raise XenlabError(f"--port {port}: cannot listen on 127.0.0.1 ({exc.strerror})") from None
+
+
+def serve(out: Path, port: int, log=print) -> None:
+    with make_server(out, port) as httpd:
+        log(f"serving {out} on http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)")
+        try:
+            httpd.serve_forever()
+        except KeyboardInterrupt:
+            log("stopped")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # one line per request is noise in a terminal
+        pass

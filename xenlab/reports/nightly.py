@@ -1,0 +1,83 @@
+"""The nightly summary: what changed since last night, as plain text for a cron mail.
+
+It reads the run records and their comparison (`xenlab.run.compare`): KernelCI's categories between
+two runs (regression, fixed, still failing, new and missing boards) in
+OSSTest's words ("REGR. vs. <run>", "fail like <run>").  Lab and harness
+errors (ERROR, ABORTED) are listed apart and are never a regression: the
+software under test did not fail, the lab did (KernelCI's status model).
+The exit status is non-zero on regressions only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..console_text import excerpt
+from ..errors import Status
+from ..run.compare import Change, Comparison, night, verdict
+from ..run.record import RunRecord
+
+ORDER = (Change.REGRESSION, Change.STILL_FAILING, Change.KNOWN, Change.INFRA, Change.FIXED,
+         Change.NEW, Change.MISSING, Change.SKIP, Change.PASS)
+TITLES = {Change.REGRESSION: "REGRESSIONS", Change.STILL_FAILING: "STILL FAILING",
+          Change.KNOWN: "KNOWN ISSUES", Change.INFRA: "LAB / HARNESS ERRORS",
+          Change.FIXED: "FIXED", Change.NEW: "NEW BOARDS", Change.MISSING: "MISSING BOARDS",
+          Change.SKIP: "SKIPPED", Change.PASS: "PASS"}
+COUNTED = {Change.REGRESSION: "regression(s)", Change.STILL_FAILING: "still failing",
+           Change.KNOWN: "known issue(s)", Change.INFRA: "lab/harness error(s)",
+           Change.FIXED: "fixed", Change.NEW: "new board(s)", Change.MISSING: "missing board(s)",
+           Change.SKIP: "skipped", Change.PASS: "pass"}
+EXCERPT_LINES = 12
+
+
+def format_summary(comparison: Comparison, results: Path | None = None) -> str:
+    """The cron mail: a headline of counts, then one section per category.
+
+    A regression carries a console excerpt around its evidence (the
+    regressions-only mails KernelCI users ask for, #1583).
+    """
+    counts = comparison.counts()
+    nights = sorted({night(e.current) for e in comparison.entries if e.current is not None})
+    head = ", ".join(f"{counts[c]} {COUNTED[c]}" for c in ORDER if counts[c])
+    out = [f"xenlab nightly {nights[-1] if nights else '(no runs)'}: "
+           f"{sum(e.current is not None for e in comparison.entries)} board(s) ran; "
+           f"{head or 'nothing to compare'}"]
+    for change in ORDER:
+        entries = comparison.of(change)
+        if not entries:
+            continue
+        out += ["", TITLES[change]]
+        if change is Change.PASS:
+            out.append("  " + ", ".join(e.target for e in entries))
+            continue
+        for e in entries:
+            run = e.current if e.current is not None else e.previous
+            v = verdict(run).value
+            why = run.verdict_reason if isinstance(run, RunRecord) \
+                else run.get("verdict_reason", "")
+            cls = run.classification if isinstance(run, RunRecord) else run.get("classification")
+            line = f"  {e.target:<20} {v:<7} {e.wording()}"
+            if e.change is not Change.MISSING and (why or cls):
+                line += f"  {why}" + (f" [{cls}]" if cls else "")
+            out.append(line)
+            if e.change is not Change.MISSING and isinstance(run, RunRecord):
+                log = run.console_log
+                shown = log.relative_to(results) if results and _under(log, results) else log
+                out.append(f"      log {shown}")
+                if e.change is Change.REGRESSION:
+                    out += ["      | " + l for l in _excerpt(run).splitlines()]
+    return "\n".join(out)
+
+
+def _under(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _excerpt(run: RunRecord) -> str:
+    bad = next((s for s in run.steps if s.status not in (Status.PASS, Status.SKIP)), None)
+    around = bad.evidence[-1] if bad and bad.evidence else ""
+    return excerpt(run.console_log, around, lines=EXCERPT_LINES)

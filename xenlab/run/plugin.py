@@ -1,0 +1,364 @@
+"""xenlab's pytest plugin: one booted board per labgrid target, one run record per board.
+
+Loaded by the `pytest11` entry point, so plain `pytest --lg-env farm.yaml
+testcases/` records results. Tests ask for the `board` fixture; it is
+parametrized over the env's targets that have a XenStrategy (or those named
+with `--xenlab-target`), booted once per session and shared by every step.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+import pytest
+from labgrid.strategy.common import StrategyError
+from pexpect import TIMEOUT
+
+from ..errors import StageFailure, XenlabError
+from ..lab import places
+from ..lab.diagnose import Diagnosis
+from ..lab.monitors import parse_console_facts
+from ..lab.signals import install_sigterm_as_interrupt
+from ..lab.failures import stage_failure
+from .farmfile import Farm, read_config
+from .junit import format_run
+from .known_issues import failure_text, load_known_issues, match as match_known_issue
+from .record import RunRecord, default_results_dir
+
+try:  # labgrid's plugin stashes the environment it loaded from --lg-env
+    from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
+except ImportError:  # pragma: no cover - labgrid without its pytest plugin
+    LABGRID_ENV_KEY = None
+
+_BOARDS: dict[str, "Board"] = {}
+_FINISHED: list[Path] = []  # run directories written this session, for the summary
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("xenlab")
+    group.addoption("--xenlab-target", action="append", default=[],
+                    help="run on this labgrid target (repeatable; default: every XenStrategy target)")
+    group.addoption("--xenlab-results", default=None,
+                    help="results directory (default: $XENLAB_RESULTS or ./results)")
+    group.addoption("--xenlab-tester", default=os.environ.get("XENLAB_TESTER") or getpass.getuser(),
+                    help="who ran the test (recorded in run.json)")
+    group.addoption("--xenlab-known-issues", default=None,
+                    help="known-issues file (default: boards/known-issues.yaml)")
+    group.addoption("--xenlab-run-id", default=os.environ.get("XENLAB_RUN_ID"),
+                    help="run id (default: time-based, unique)")
+    group.addoption("--xenlab-place-wait", type=float,
+                    default=float(os.environ.get("XENLAB_PLACE_WAIT") or 60),
+                    help="seconds to wait for a RemotePlace target's place held by someone "
+                         "else (default 60)")
+
+
+def _env(config):
+    if LABGRID_ENV_KEY is None:
+        return None
+    return config.stash.get(LABGRID_ENV_KEY, None)
+
+
+def farm_of(config) -> Farm:
+    """The farm file labgrid loaded, read by xenlab's one reader (profiles load per target)."""
+    farm = config.stash.get(_FARM_KEY, None)
+    if farm is None:
+        env = _env(config)
+        farm = read_config(env.config, env.config_file, profiles=False)
+        config.stash[_FARM_KEY] = farm
+    return farm
+
+
+_FARM_KEY = pytest.StashKey[Farm]()
+
+
+def pytest_generate_tests(metafunc):
+    if "board" not in metafunc.fixturenames:
+        return
+    env = _env(metafunc.config)
+    if env is None:
+        raise pytest.UsageError("xenlab's smoke test needs a labgrid env: pytest --lg-env farm.yaml")
+    farm = farm_of(metafunc.config)
+    names = metafunc.config.getoption("--xenlab-target") or list(farm.targets)
+    unknown = [n for n in names if n not in farm.targets]
+    if unknown:
+        raise pytest.UsageError(f"--xenlab-target {unknown[0]}: no XenStrategy target of that "
+                                f"name in {env.config_file}")
+    metafunc.parametrize("board", names, indirect=True, scope="session")
+
+
+def step_name(item) -> str:
+    name = getattr(item, "originalname", None) or item.name
+    return name[5:] if name.startswith("test_") else name
+
+
+class Board:
+    """A target booted by its XenStrategy, with its run record."""
+
+    def __init__(self, target, record, tester: str):
+        self.target = target
+        self.name = target.name
+        self.strategy = target.get_driver("XenStrategy")
+        self.record = record
+        self.tester = tester
+        self.failure: StageFailure | None = None
+        self.failure_unreported = False  # set when preparing failed before any step ran
+        self.domu_up = False
+        self.guest: str | None = None  # the DomU a step is working with, for diagnosis
+        self.known_issues: list = []
+
+    @property
+    def shell(self):
+        return self.strategy.shell
+
+    @property
+    def images(self):
+        return self.strategy.images
+
+    @property
+    def profile(self):
+        return self.strategy.profile
+
+    def boot(self, state: str = "shell"):
+        """Bring the board to `state`; later steps skip once a stage has failed."""
+        if self.failure is not None and self.failure_unreported:
+            self.failure_unreported = False
+            raise self.failure
+        if self.failure is not None:
+            pytest.skip(f"board did not boot: {self.failure.stage} stage "
+                        f"{self.failure.status} [{self.failure.classification}]")
+        try:
+            self.strategy.transition(state)
+        except StrategyError as exc:
+            tail = self.strategy.recorder.tail(15) if self.strategy.recorder else []
+            self.failure = stage_failure(exc, state, tail)
+            # A harness bug keeps its traceback; a board's failure speaks for itself.
+            raise self.failure from (exc if self.failure.classification == "harness-error"
+                                     else None)
+        return self.strategy
+
+
+@pytest.fixture(scope="session")
+def board(request):
+    """The booted board for this target (shared by every step)."""
+    env = _env(request.config)
+    farm_target = farm_of(request.config).target(request.param)
+    root = Path(request.config.getoption("--xenlab-results") or default_results_dir())
+    lease = _hold_place(request, env, root, farm_target)  # RemotePlace: before labgrid looks
+    target = env.get_target(request.param)
+    strategy = target.get_driver("XenStrategy")
+    record = RunRecord.start(root, target.name, profile=farm_target.profile, arch="?",
+                             tester=request.config.getoption("--xenlab-tester"),
+                             run_id=request.config.getoption("--xenlab-run-id"))
+    b = Board(target, record, request.config.getoption("--xenlab-tester"))
+    _BOARDS[target.name] = b
+    b.lease = lease
+    strategy.record_to(record.console_log)
+    try:
+        b.known_issues = load_known_issues(request.config.getoption("--xenlab-known-issues"))
+        strategy.prepare()
+        record.arch, record.profile = strategy.profile.arch, strategy.profile.name
+        record.set_info(image_set=str(strategy.images.dir),
+                        image_set_hash=strategy.images.hash,
+                        image_set_overrides=strategy.images.overrides,
+                        expected_xen_version=strategy.images.xen_version)
+    except XenlabError as exc:
+        # The first step fails with it (a run that boots nothing must not pass).
+        b.failure = StageFailure("prepare", "ERROR", "harness-config", str(exc))
+        b.failure_unreported = True
+    yield b
+    _check_place(b, lease)
+    _finish(b)
+
+
+def _hold_place(request, env, root: Path, farm_target):
+    """Acquire a RemotePlace target's place; released at teardown, or at exit."""
+    if farm_target.place is None:
+        return None
+    try:
+        lease = places.PlaceLease.acquire(
+            farm_target.place, places.coordinator_address(env=env),
+            timeout=request.config.getoption("--xenlab-place-wait"))
+    except places.FarmError as exc:
+        record = RunRecord.start(root, farm_target.name, profile=farm_target.profile,
+                                 tester=request.config.getoption("--xenlab-tester"),
+                                 run_id=request.config.getoption("--xenlab-run-id"),
+                                 info={"place": farm_target.place})
+        record.step_finished("place", "ERROR", 0.0, classification=exc.classification,
+                             message=str(exc))
+        record.finish()
+        _FINISHED.append(record.path)
+        pytest.fail(f"xenlab: {exc}", pytrace=False)
+    request.addfinalizer(lease.release)  # runs after the board's own teardown
+    return lease
+
+
+def _check_place(b: Board, lease) -> None:
+    """A place whose exporter vanished mid-run makes the run the lab's ERROR."""
+    if lease is None:
+        return
+    b.record.set_info(place=lease.name, place_wait_s=lease.waited)
+    if lease.lost:  # already blamed on the step it broke
+        return
+    try:
+        lease.check()
+    except places.FarmError as exc:
+        b.record.step_finished("place", "ERROR", 0.0, classification=exc.classification,
+                               message=str(exc))
+
+
+def _place_lost(b: Board, status: str, classification: str, message: str):
+    """An ERROR on a remote board whose exporter is gone is the exporter's (labgrid
+    itself then fails oddly, e.g. KeyError 'params' while polling the place)."""
+    lease = getattr(b, "lease", None)
+    if lease is None or status != "ERROR":
+        return classification, message
+    try:
+        lease.check()
+    except places.FarmError as exc:
+        if exc.classification == "exporter-lost":
+            b.failure = StageFailure(b.failure.stage if b.failure else "place", "ERROR",
+                                     exc.classification, str(exc))
+            return exc.classification, f"{exc} ({message})"
+    return classification, message
+
+
+def _finish(b: Board, abort_reason: str | None = None) -> None:
+    if _BOARDS.get(b.name) is not b:
+        return
+    del _BOARDS[b.name]
+    strategy = b.strategy
+    try:
+        if strategy.recorder is not None:
+            b.record.set_info(**parse_console_facts(strategy.recorder.text()),
+                              stage_marks=dict(strategy.marks))
+    finally:
+        try:
+            if abort_reason:
+                b.record.abort(abort_reason)
+            else:
+                b.record.finish()
+        finally:
+            try:
+                if strategy.status.name != "unknown":
+                    strategy.transition("off")
+            except Exception:  # the board may already be gone; the record is kept
+                try:  # a broken strategy refuses transitions: cut the power anyway
+                    strategy.cut_power()
+                except Exception:
+                    pass
+            if strategy.recorder is not None:
+                strategy.recorder.close()
+            _FINISHED.append(b.record.path)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    b = _board_of(item)
+    if b is None:
+        return
+    name = step_name(item)
+    if report.when == "setup" and report.passed:
+        b.record.step_started(name)
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        if report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            b.record.step_finished(name, "SKIP", report.duration, reason=reason.replace("Skipped: ", ""))
+        elif report.passed:
+            b.record.step_finished(name, "PASS", report.duration)
+        else:
+            status, classification, message, evidence = _failure_of(name, call.excinfo, b)
+            classification, message = _place_lost(b, status, classification, message)
+            classification, message = _diagnose(b, name, call.excinfo, classification, message)
+            known = match_known_issue(b.name, name, failure_text(classification, message,
+                                                                 evidence),
+                                      issues=b.known_issues)
+            b.record.step_finished(name, status, report.duration, classification=classification,
+                                   message=message, evidence=evidence, known=known)
+
+
+def _diagnose(b: "Board", step: str, excinfo, classification: str, message: str):
+    """Collect what explains the failure on the live board; maybe sharpen the label."""
+    exc = excinfo.value if excinfo else None
+    diag = Diagnosis(b.strategy, b.record.diagnostics)
+    try:
+        if isinstance(exc, StageFailure):
+            if exc.stage in ("xen", "dom0", "shell") and classification.startswith("stage-timeout"):
+                diag.hung_hypervisor_or_dom0()
+            return classification, message
+        if b.strategy.status.name != "shell":
+            return classification, message
+        if isinstance(exc, TIMEOUT) and b.guest and b.shell.in_guest:
+            trap = diag.silent_domu(b.guest)
+            if trap:
+                classification, hint = trap
+                message = f"DomU {b.guest} is silent; {hint}"
+            else:
+                classification = "domu-silent"
+                message = f"DomU {b.guest} printed nothing on its console"
+        diag.dom0_logs()
+    except Exception as err:  # diagnosis must never hide the failure itself
+        diag.save("diagnosis-error.txt", f"{type(err).__name__}: {err}\n")
+    return classification, message
+
+
+def _failure_of(name, excinfo, b: Board):
+    exc = excinfo.value if excinfo else None
+    tail = b.strategy.recorder.tail(15) if b.strategy.recorder else []
+    if isinstance(exc, StageFailure):
+        return exc.status, exc.classification, exc.message, exc.evidence or tail
+    if isinstance(exc, TIMEOUT):
+        return "FAIL", f"stage-timeout:{name}", "no answer on the console in time", tail
+    if isinstance(exc, AssertionError):
+        return "FAIL", f"step-failed:{name}", str(exc).splitlines()[0] if str(exc) else "assertion", tail
+    if isinstance(exc, XenlabError):
+        return "ERROR", "harness-config", str(exc), []
+    if isinstance(exc, (KeyboardInterrupt,)):
+        return "ERROR", "interrupted", "interrupted", tail
+    text = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
+    return "ERROR", "harness-error", text.splitlines()[0], tail
+
+
+def _board_of(item) -> Board | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "board" not in callspec.params:
+        return None
+    return _BOARDS.get(callspec.params["board"])
+
+
+def pytest_runtest_setup(item):
+    # Per-target features: labgrid's lg_feature looks at the union of all targets.
+    b_name = getattr(getattr(item, "callspec", None), "params", {}).get("board")
+    env = _env(item.config)
+    if not b_name or env is None:
+        return
+    target_features = farm_of(item.config).target(b_name).features
+    for marker in item.iter_markers("lg_feature"):
+        wanted = {marker.args[0]} if isinstance(marker.args[0], str) else set(marker.args[0])
+        missing = wanted - target_features - env.get_features()
+        if missing:
+            pytest.skip(f"target {b_name} lacks feature(s): {', '.join(sorted(missing))}")
+
+
+def pytest_sessionstart(session):
+    # SIGTERM (a killed CI job) ends the run like Ctrl-C: records say ABORTED.
+    install_sigterm_as_interrupt()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Fixture teardown is skipped on some interrupts: never leave a record RUNNING.
+    for b in list(_BOARDS.values()):
+        _finish(b, abort_reason=f"pytest session ended ({exitstatus!s}) before the board's "
+                                "teardown")
+    places.release_all()  # places whose teardown never came
+
+
+def pytest_terminal_summary(terminalreporter):
+    for path in _FINISHED:
+        terminalreporter.write_line("")
+        terminalreporter.write_line(format_run(RunRecord.load(path)))
+
