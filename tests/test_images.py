@@ -259,7 +259,7 @@ def test_pin_rewrites_versions_in_place_keeping_comments_and_layout(tmp_path):
     copy.write_text(original)
     new_sha = "f" * 64
 
-    def query(name, arch):
+    def query(name, arch, suite):
         pkg = next(p for p in load_manifest(copy).packages if p.name == name)
         assert arch == "arm64"
         return ("99.0-xenlab", new_sha) if name == "libfdt1" else (pkg.version, pkg.sha256)

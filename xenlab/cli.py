@@ -52,9 +52,18 @@ def _stderr(msg: str) -> None:
 def cmd_images_build(args) -> int:
     overrides = {name: Path(value) for name in OVERRIDABLE
                  if (value := getattr(args, name.replace("-", "_").replace(".", "_")))}
-    image_set = build_image_set(args.arch, overrides, log=_stderr)
+    image_set = build_image_set(args.arch, overrides, log=_stderr, xen_source=args.xen_source,
+                                xen_config=args.xen_config, fixes=args.apply_fix,
+                                allow_tools_mismatch=args.allow_tools_mismatch)
+    xen = image_set.xen
     print(f"image set {image_set.dir}")
-    print(f"hash {image_set.hash}  Xen {image_set.xen_version}  arch {image_set.arch}")
+    print(f"hash {image_set.hash}  arch {image_set.arch}")
+    print(f"Xen {xen['version']}  config {xen['config']}  changeset {xen['changeset'] or '-'}  "
+          f"source {xen['source']}")
+    if image_set.toolstack_mismatch:
+        mismatch = image_set.toolstack_mismatch
+        print(f"WARNING: hypervisor Xen {mismatch['hypervisor']}, Dom0 toolstack Xen "
+              f"{mismatch['tools']} (--allow-tools-mismatch): every run record says so")
     print(f"{'artifact':22} {'size':>10}  {'sha256':16}  source")
     for a in image_set.artifacts.values():
         print(f"{a.name:22} {_human(a.size):>10}  {a.sha256[:16]}  {a.source}"
@@ -298,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="images_command", required=True)
     b = images.add_parser("build", help="build (or find in the cache) the image set")
     b.add_argument("--arch", default="arm64", help=f"one of {', '.join(ARCHES)}")
+    b.add_argument("--xen-source", metavar="SOURCE",
+                   help="build hypervisor and toolstack from a Xen tree, a release tarball, "
+                        "or 'debian' (the manifest's Debian source package)")
+    b.add_argument("--xen-config", action="append", default=[], metavar="NAME|FILE",
+                   help="a Kconfig fragment (hypervisor/configs/NAME.config, or a file); "
+                        "repeatable")
+    b.add_argument("--apply-fix", action="append", default=[], metavar="NAME",
+                   help="a known build fix from hypervisor/patches (psr-mode)")
+    b.add_argument("--allow-tools-mismatch", action="store_true",
+                   help="build a set whose --xen hypervisor differs from its toolstack")
     for name in OVERRIDABLE:
         b.add_argument(f"--{name}", dest=name.replace("-", "_").replace(".", "_"), metavar="PATH",
                        help=f"bring your own {name}")
@@ -384,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except XenlabError as exc:
         print(f"xenlab: error: {exc}", file=sys.stderr)
+        for line in getattr(exc, "tail", ()):  # a failed build: the end of its log
+            print(f"  | {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("xenlab: interrupted", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import attr
 
+from .aptsuite import PrivateApt, apt_error
 from .cache import build_aside, cache_root, sha256_file
 from ..errors import XenlabError
 
@@ -27,6 +28,7 @@ class DebPackage:
     version: str
     sha256: str
     arch: str  # Debian architecture: arm64, armhf, all
+    suite: str | None = None  # another suite than the host's: fetched through a private apt
 
     @property
     def spec(self) -> str:
@@ -44,27 +46,29 @@ class Downloads:
     count = 0
 
 
-def _apt_error(stderr: str) -> str:
-    lines = [l.strip() for l in stderr.splitlines() if l.startswith("E:")]
-    if lines:
-        return "; ".join(lines)
-    tail = stderr.strip().splitlines()
-    return tail[-1] if tail else "unknown apt error"
-
-
 def fetch(packages: list[DebPackage], where: str = "manifest") -> dict[DebPackage, Path]:
     """Make sure every package is in the cache, verified; return their paths."""
     missing = [p for p in packages if not p.deb_path().exists()]
+    for suite in sorted({p.suite or "" for p in missing}):
+        _download([p for p in missing if (p.suite or "") == suite], suite or None, where)
+    return {p: p.deb_path() for p in packages}
+
+
+def _download(missing: list[DebPackage], suite: str | None, where: str) -> None:
     if missing:
         debs = cache_root() / "debs"
         debs.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".dl-", dir=debs) as tmp:
             # apt drops privileges to _apt for downloads; let it write here.
             os.chmod(tmp, 0o777)
-            proc = subprocess.run(["apt-get", "download", "-q", *[p.spec for p in missing]],
-                                  cwd=tmp, capture_output=True, text=True)
+            specs = [p.spec for p in missing]
+            if suite:
+                proc = PrivateApt(suite, missing[0].arch).download(specs, Path(tmp))
+            else:
+                proc = subprocess.run(["apt-get", "download", "-q", *specs],
+                                      cwd=tmp, capture_output=True, text=True)
             if proc.returncode != 0:
-                raise XenlabError(f"apt-get download failed: {_apt_error(proc.stderr)}"
+                raise XenlabError(f"apt-get download failed: {apt_error(proc.stderr)}"
                                   " (is the version still in the archive? run `apt-get update`;"
                                   " `xenlab images pin` refreshes the manifest)", where=where)
             got = {f.name: f for f in Path(tmp).glob("*.deb")}
@@ -82,7 +86,6 @@ def fetch(packages: list[DebPackage], where: str = "manifest") -> dict[DebPackag
                 except OSError as exc:
                     raise disk_error(exc, pkg.deb_path()) from None
                 Downloads.count += 1
-    return {p: p.deb_path() for p in packages}
 
 
 def _find_deb(got: dict[str, Path], pkg: DebPackage) -> Path | None:
@@ -118,14 +121,17 @@ def disk_error(exc: OSError, path: Path) -> XenlabError:
     return XenlabError(f"cannot write {path}: {exc.strerror}")
 
 
-def query_candidate(name: str, arch: str) -> tuple[str, str]:
+def query_candidate(name: str, arch: str, suite: str | None = None) -> tuple[str, str]:
     """The version apt would download now and the sha256 of that .deb (for `images pin`)."""
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o777)
-        proc = subprocess.run(["apt-get", "download", "-q", f"{name}:{arch}"], cwd=tmp,
-                              capture_output=True, text=True)
+        if suite:
+            proc = PrivateApt(suite, arch).download([f"{name}:{arch}"], Path(tmp))
+        else:
+            proc = subprocess.run(["apt-get", "download", "-q", f"{name}:{arch}"], cwd=tmp,
+                                  capture_output=True, text=True)
         if proc.returncode != 0:
-            raise XenlabError(f"apt-get download {name}:{arch} failed: {_apt_error(proc.stderr)}")
+            raise XenlabError(f"apt-get download {name}:{arch} failed: {apt_error(proc.stderr)}")
         (deb,) = Path(tmp).glob("*.deb")
         m = re.match(rf"{re.escape(name)}_(.+)_[^_]+\.deb$", deb.name)
         version = m.group(1).replace("%3a", ":") if m else "?"

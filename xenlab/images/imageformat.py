@@ -9,7 +9,9 @@ must keep free.
 
 from __future__ import annotations
 
+import gzip
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -74,3 +76,31 @@ def image_info(path: Path) -> ImageInfo:
         start, end = struct.unpack_from("<II", head, 0x28)
         return ImageInfo(fmt, size, max(size, end - start if end > start else 0))
     return ImageInfo(fmt, size, size)
+
+
+_XEN_MINOR = re.compile(rb"xen,xen-(\d+)\.(\d+)\0")
+# Xen's version.c keeps the compiler string, then XEN_EXTRAVERSION (".5", "-rc", ".0-rc2").
+_EXTRA = re.compile(rb"(?:gcc|clang)[\x20-\x7e]*\d\0+(\.[0-9][\x21-\x7e]*|-[\x21-\x7e]+)\0")
+
+
+def xen_version(path: Path) -> str | None:
+    """The version of a Xen hypervisor image ("4.17.5"), read from the binary itself.
+
+    The major and minor numbers are in the "xen,xen-X.Y" compatible Xen gives
+    its device-tree node; the rest is XEN_EXTRAVERSION beside the compiler
+    string.  None for a file that is no Xen.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError):
+            return None
+    m = _XEN_MINOR.search(data)
+    if m is None:
+        return None
+    extra = _EXTRA.search(data)
+    return f"{int(m.group(1))}.{int(m.group(2))}" + (extra.group(1).decode() if extra else "")

@@ -22,14 +22,14 @@ from pathlib import Path
 import attr
 
 from ..errors import XenlabError
-from . import debs, rootfs
+from . import debs, kconfig, rootfs, xenbuild
 from .cache import build_aside, cache_root, sha256_bytes, sha256_file
-from .imageformat import image_format
+from .imageformat import image_format, xen_version
 from .manifest import Manifest, load_manifest, manifest_path
 from .rootfs import RECIPE_DIR
 
 # Bump when the build logic changes what a manifest produces.
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 
 DOM0_READY_MARKER = "XENLAB-DOM0-READY"
 DOMU_READY_MARKER = "XENLAB-DOMU-READY"
@@ -92,8 +92,24 @@ class ImageSet:
         return self.dir / name
 
     @property
+    def xen(self) -> dict:
+        """The Xen under test: version, changeset, config, source (and its build key)."""
+        return self.info.get("xen") or {"version": self.info.get("xen_version"),
+                                        "changeset": None, "config": "debian", "source": None}
+
+    @property
     def xen_version(self) -> str:
-        return self.info["xen_version"]
+        """The hypervisor's version, read from the binary (sets before 4: the manifest's)."""
+        return self.xen["version"]
+
+    @property
+    def tools_version(self) -> str:
+        """The Dom0 toolstack's Xen version; differs from xen_version only if allowed."""
+        return self.xen.get("tools_version") or self.xen_version
+
+    @property
+    def toolstack_mismatch(self) -> dict | None:
+        return self.info.get("toolstack_mismatch")
 
     @property
     def dom0_ready_marker(self) -> str:
@@ -104,7 +120,7 @@ class ImageSet:
         return self.info["domU_ready_marker"]
 
 
-def set_key(manifest: Manifest, overrides: dict[str, str]) -> str:
+def set_key(manifest: Manifest, overrides: dict[str, str], extra: dict | None = None) -> str:
     """Hash of everything that decides the set's bytes."""
     recipe = []
     for f in sorted(RECIPE_DIR.rglob("*")):
@@ -112,31 +128,95 @@ def set_key(manifest: Manifest, overrides: dict[str, str]) -> str:
             recipe.append((str(f.relative_to(RECIPE_DIR)), sha256_bytes(f.read_bytes()),
                            os.access(f, os.X_OK)))
     material = json.dumps({"builder": BUILDER_VERSION, "manifest": sha256_bytes(manifest.raw),
-                           "recipe": recipe, "overrides": overrides}, sort_keys=True)
+                           "recipe": recipe, "overrides": overrides, **(extra or {})},
+                          sort_keys=True)
     return sha256_bytes(material.encode())[:32]
 
 
 def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = None,
-                    manifest: Path | None = None, log=lambda msg: None) -> ImageSet:
-    """Build (or find in the cache) the image set for `arch`."""
+                    manifest: Path | None = None, log=lambda msg: None, *,
+                    xen_source: str | None = None, xen_config=(), fixes=(),
+                    allow_tools_mismatch: bool = False) -> ImageSet:
+    """Build (or find in the cache) the image set for `arch`.
+
+    With `xen_source`, the hypervisor and the Dom0 toolstack are built from that
+    one source (xenbuild) in place of the manifest's prebuilt Xen packages.
+    """
     m = load_manifest(Path(manifest) if manifest else manifest_path(arch))
     if m.arch != arch:
         raise XenlabError(f"key 'arch': manifest is for {m.arch}, not {arch}", where=str(m.path))
-    checked = _check_overrides(m, overrides or {})
-    key = set_key(m, {name: digest for name, (_, digest) in checked.items()})
+    overrides = dict(overrides or {})
+    build = None
+    if xen_source:
+        if m.source is None:
+            raise XenlabError("this manifest has no 'source' section: it cannot build Xen",
+                              where=str(m.path))
+        if "xen" in overrides:
+            raise XenlabError("--xen and --xen-source both name the hypervisor: give one",
+                              where="--xen")
+        source = xenbuild.resolve_source(xen_source, m, log)
+        config = kconfig.load_config(tuple(xen_config))
+        build = xenbuild.build_xen(source, m, config, tuple(fixes), log)
+    elif xen_config or fixes:
+        raise XenlabError("--xen-config and --apply-fix configure a build: add --xen-source",
+                          where="--xen-config" if xen_config else "--apply-fix")
+    packages = _packages(m, build)
+    checked = _check_overrides(m, overrides)
+    xen = _xen_facts(m, build, checked, allow_tools_mismatch)
+    key = set_key(m, {name: digest for name, (_, digest) in checked.items()},
+                  {"xen_build": build.info["key"] if build else None,
+                   "allow_tools_mismatch": bool(xen.get("mismatch"))})
     final = cache_root() / "sets" / f"{arch}-{key}"
     if (final / "manifest.json").exists():
         log(f"image set {final.name}: cached")
         return ImageSet.open(final)
-    fetched = debs.fetch(list(m.packages), where=str(m.path))
+    fetched = debs.fetch(packages, where=str(m.path))
     log(f"fetched {len(fetched)} packages")
-    trees = {pkg.name: debs.extract(pkg) for pkg in m.packages}
+    trees = {pkg.name: debs.extract(pkg) for pkg in packages}
     try:
         with build_aside(final) as out:
-            _build_into(out, m, trees, checked, log)
+            _build_into(out, m, trees, checked, log, build, packages, xen)
     except OSError as exc:
         raise debs.disk_error(exc, final) from None
     return ImageSet.open(final)
+
+
+def _packages(m: Manifest, build) -> list:
+    if build is None:
+        return list(m.packages)
+    replaced = set(m.source["replaces"])
+    return [p for p in m.packages if p.name not in replaced] + list(m.source_packages)
+
+
+def _xen_facts(m: Manifest, build, checked: dict, allow_mismatch: bool) -> dict:
+    """The Xen of the set, from its binaries: and a refusal if hypervisor and tools differ."""
+    if build is not None:
+        tools = build.info["xen_version"]
+        xen = {"version": xen_version(build.xen) or tools, "changeset": build.info["changeset"],
+               "config": build.info["config"], "source": build.info["origin"],
+               "build": build.info["key"], "kind": build.info["kind"], "tools_version": tools}
+    else:
+        pkg = m.package(m.xen["package"])
+        tools = xen_version_of(pkg.version)
+        xen = {"version": tools, "changeset": pkg.version, "config": "debian",
+               "source": f"{pkg.name} {pkg.version}", "build": None, "kind": "debian-package",
+               "tools_version": tools}
+    if "xen" in checked:
+        path = checked["xen"][0]
+        version = xen_version(path)
+        if version is None:
+            raise XenlabError(f"{path}: cannot tell which Xen this is (no version in the "
+                              "binary)", where="--xen")
+        xen.update(version=version, changeset=None, config="override", source=str(path),
+                   kind="override")
+        if version != tools:
+            if not allow_mismatch:
+                raise XenlabError(f"{path} is Xen {version} but the set's Dom0 toolstack is Xen "
+                                  f"{tools}: a hypervisor needs the tools of its own version "
+                                  "(xl breaks otherwise); build both with --xen-source, or "
+                                  "add --allow-tools-mismatch", where="--xen")
+            xen["mismatch"] = {"hypervisor": version, "tools": tools}
+    return xen
 
 
 def _check_overrides(m: Manifest, overrides: dict[str, Path]) -> dict[str, tuple[Path, str]]:
@@ -159,29 +239,35 @@ def _check_overrides(m: Manifest, overrides: dict[str, Path]) -> dict[str, tuple
 
 
 def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
-                overrides: dict[str, tuple[Path, str]], log) -> None:
+                overrides: dict[str, tuple[Path, str]], log, build, packages: list,
+                xen: dict) -> None:
+    if build is not None:  # the built toolstack is one more tree the Dom0 draws from
+        trees = {**trees, "xen-build": build.tools}
     src = rootfs.Sources(m, trees)
-    xen_pkg, kernel_pkg = m.package(m.xen["package"]), m.package(m.kernel["package"])
-    origin = {
-        "xen": f"{xen_pkg.name} {xen_pkg.version}",
-        "xen.config": f"{xen_pkg.name} {xen_pkg.version}",
-        "dom0-kernel": f"{kernel_pkg.name} {kernel_pkg.version}",
-        "dom0-kernel.config": f"{kernel_pkg.name} {kernel_pkg.version}",
-        "domU-kernel": f"{kernel_pkg.name} {kernel_pkg.version}",
-        "domU-kernel.config": f"{kernel_pkg.name} {kernel_pkg.version}",
-    }
-    shutil.copyfile(src.get(m.xen["image"], xen_pkg.name), out / "xen")
-    shutil.copyfile(src.get(m.xen["config"], xen_pkg.name), out / "xen.config")
+    kernel_pkg = m.package(m.kernel["package"])
+    kernel = f"{kernel_pkg.name} {kernel_pkg.version}"
+    origin = {f"{who}-kernel{ext}": kernel for who in ("dom0", "domU") for ext in ("", ".config")}
+    if build is not None:
+        made = f"built from {build.info['origin']} ({build.info['changeset']}, " \
+               f"config {build.info['config']})"
+        origin.update({"xen": made, "xen.config": made})
+        shutil.copyfile(build.xen, out / "xen")
+        shutil.copyfile(build.config, out / "xen.config")
+    else:
+        xen_pkg = m.package(m.xen["package"])
+        origin.update({"xen": f"{xen_pkg.name} {xen_pkg.version}",
+                       "xen.config": f"{xen_pkg.name} {xen_pkg.version}"})
+        shutil.copyfile(src.get(m.xen["image"], xen_pkg.name), out / "xen")
+        shutil.copyfile(src.get(m.xen["config"], xen_pkg.name), out / "xen.config")
     for who in ("dom0", "domU"):
         shutil.copyfile(src.get(m.kernel["image"], kernel_pkg.name), out / f"{who}-kernel")
         shutil.copyfile(src.get(m.kernel["config"], kernel_pkg.name), out / f"{who}-kernel.config")
     for name, (path, _) in overrides.items():
         if name in ("xen", "dom0-kernel", "domU-kernel"):
             shutil.copyfile(path, out / name)
-            if name != "xen":
-                # The package's config no longer describes this kernel.
-                (out / f"{name}.config").unlink()
-                origin.pop(f"{name}.config")
+            # The package's (or the build's) config no longer describes this image.
+            (out / f"{name}.config").unlink()
+            origin.pop(f"{name}.config")
 
     modules_root = m.kernel["modules"]
     mods = rootfs.Modules(src, kernel_pkg.name, modules_root)
@@ -209,16 +295,17 @@ def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
     else:
         dom0 = rootfs.base_tree(src, "dom0")
         mods.add(dom0, m.dom0["modules"])
-        rootfs.add_programs(dom0, src, m)
-        dom0.file("/etc/xenlab/env", f"XEN_BIN={m.dom0['xen_bin']}\n".encode())
+        toolstack = m.source if build is not None else m.dom0
+        rootfs.add_programs(dom0, src, m, toolstack["programs"])
+        dom0.file("/etc/xenlab/env", f"XEN_BIN={toolstack['xen_bin']}\n".encode())
         dom0.copy("/root/Image", out / "domU-kernel", 0o644)
         dom0.copy("/root/domU-rootfs.cpio.gz", out / "domU-rootfs.cpio.gz", 0o644)
         dom0.copy("/root/domU-disk.img", out / "domU-disk.img", 0o644)
         dom0.write_cpio_gz(out / "dom0-rootfs.cpio.gz")
         origin["dom0-rootfs.cpio.gz"] = "built by xenlab from " + ", ".join(
-            sorted(src.used - {xen_pkg.name}))
+            sorted(src.used - {m.xen["package"]}))
 
-    unused = [p.name for p in m.packages if p.name not in src.used]
+    unused = [p.name for p in packages if p.name not in src.used]
     if unused and not overrides:
         raise XenlabError(f"packages listed but not used by the set: {', '.join(unused)}"
                           " (the manifest must list exactly what the set needs)",
@@ -237,14 +324,16 @@ def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
         "manifest": m.path.name,
         "manifest_sha256": sha256_bytes(m.raw),
         "builder": BUILDER_VERSION,
-        "xen_version": xen_version_of(xen_pkg.version),
+        "xen_version": xen["version"],  # from the binary
+        "xen": xen,
         "kernel_version": kernel_pkg.version,
+        "toolstack_mismatch": xen.get("mismatch"),
         "image_format": m.image_format,
         "dom0_ready_marker": DOM0_READY_MARKER,
         "domU_ready_marker": DOMU_READY_MARKER,
         "disk_marker": DISK_MARKER,
         "packages": [{"name": p.name, "version": p.version, "sha256": p.sha256}
-                     for p in m.packages],
+                     for p in packages],
         "artifacts": artifacts,
     }
     (out / "manifest.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

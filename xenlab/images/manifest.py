@@ -30,27 +30,40 @@ def _obj(properties: dict, required=None) -> dict:
             "required": list(properties) if required is None else required}
 
 
+_PACKAGE = _obj({
+    "name": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9.+-]*$"},
+    # YAML reads some versions (1.2) as numbers: quote them in the file.
+    "version": {"type": "string", "pattern": r"^[0-9A-Za-z.+~:-]+$"},
+    "sha256": {"type": "string", "pattern": r"^[0-9a-f]{64}$"},
+})
+_PROGRAMS = {"type": "array", "items": {"oneOf": [
+    _TEXT, _obj({"path": _TEXT, "links": _PATHS}, required=["path"])]}}
+
 SCHEMA = _obj({
+    "suite": {"type": "string", "pattern": r"^[a-z]+$"},
     "arch": {"enum": list(ARCHES)},
     "debian_arch": {"enum": ["arm64", "armhf", "armel"]},
     "triplet": {"type": "string", "pattern": r"^[a-z0-9_]+-linux-gnu[a-z]*$"},
     "image_format": {"enum": ["arm64-image", "zimage"]},
-    "packages": {"type": "array", "minItems": 1, "items": _obj({
-        "name": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9.+-]*$"},
-        # YAML reads some versions (1.2) as numbers: quote them in the file.
-        "version": {"type": "string", "pattern": r"^[0-9A-Za-z.+~:-]+$"},
-        "sha256": {"type": "string", "pattern": r"^[0-9a-f]{64}$"},
-    })},
+    "packages": {"type": "array", "minItems": 1, "items": _PACKAGE},
     "xen": _obj({"package": _TEXT, "image": _TEXT, "config": _TEXT}),
     "kernel": _obj({"package": _TEXT, "image": _TEXT, "config": _TEXT, "modules": _TEXT}),
-    "dom0": _obj({
-        "xen_bin": _TEXT,
-        "programs": {"type": "array", "items": {"oneOf": [
-            _TEXT, _obj({"path": _TEXT, "links": _PATHS}, required=["path"])]}},
-        "modules": _PATHS,
-    }),
+    "dom0": _obj({"xen_bin": _TEXT, "programs": _PROGRAMS, "modules": _PATHS}),
     "domU": _obj({"modules": _PATHS}),
-})
+    # `--xen-source`: Xen built here replaces the prebuilt hypervisor and toolstack.
+    "source": _obj({
+        "debian": _obj({"package": _TEXT, "version": _TEXT,
+                        "suite": {"type": "string", "pattern": r"^[a-z]+$"}}),
+        "xen_target_arch": {"enum": ["arm64", "arm32"]},
+        "build_packages": _PATHS,
+        "replaces": _PATHS,  # the prebuilt Xen packages the build stands in for
+        "packages": {"type": "array", "items": _PACKAGE},  # runtime libraries only it needs
+        "xen_bin": _TEXT,
+        "programs": _PROGRAMS,
+    }, required=["xen_target_arch", "build_packages", "replaces", "packages", "xen_bin",
+                 "programs"]),
+}, required=["arch", "debian_arch", "triplet", "image_format", "packages", "xen", "kernel",
+             "dom0", "domU"])
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -68,9 +81,12 @@ class Manifest:
     dom0: dict
     domU: dict
     raw: bytes
+    source: dict | None = None  # how to build Xen from source for this set
+    suite: str | None = None  # a Debian suite other than the host's (private apt)
+    source_packages: tuple[DebPackage, ...] = ()
 
     def package(self, name: str) -> DebPackage:
-        for pkg in self.packages:
+        for pkg in self.packages + self.source_packages:
             if pkg.name == name:
                 return pkg
         raise XenlabError(f"package '{name}' is used but not listed under 'packages'",
@@ -88,12 +104,17 @@ def load_manifest(path: Path) -> Manifest:
     path = Path(path)
     data = schema.load(path, SCHEMA, "manifest")
     raw = path.read_bytes()
-    packages = tuple(DebPackage(p["name"], p["version"], p["sha256"], data["debian_arch"])
-                     for p in data["packages"])
+    suite = data.get("suite")
+
+    def pkgs(entries):
+        return tuple(DebPackage(p["name"], p["version"], p["sha256"], data["debian_arch"], suite)
+                     for p in entries)
+    source = data.get("source")
     manifest = Manifest(path=path, arch=data["arch"], debian_arch=data["debian_arch"],
                         triplet=data["triplet"], image_format=data["image_format"],
-                        packages=packages, xen=data["xen"], kernel=data["kernel"],
-                        dom0=data["dom0"], domU=data["domU"], raw=raw)
+                        packages=pkgs(data["packages"]), xen=data["xen"], kernel=data["kernel"],
+                        dom0=data["dom0"], domU=data["domU"], raw=raw, source=source,
+                        suite=suite, source_packages=pkgs((source or {}).get("packages", [])))
     manifest.package(manifest.xen["package"])
     manifest.package(manifest.kernel["package"])
     return manifest
@@ -112,8 +133,9 @@ def pin_manifest(path: Path, query) -> list[str]:
     yaml.indent(mapping=2, sequence=4, offset=2)  # "  - item", as the manifests are laid out
     doc = yaml.load(path.read_text())
     changed = []
-    for entry in doc["packages"]:
-        version, digest = query(str(entry["name"]), m.debian_arch)
+    entries = list(doc["packages"]) + list((doc.get("source") or {}).get("packages") or [])
+    for entry in entries:
+        version, digest = query(str(entry["name"]), m.debian_arch, m.suite)
         if (version, digest) != (str(entry["version"]), str(entry["sha256"])):
             changed.append(f"{entry['name']}: {entry['version']} -> {version}")
         entry["version"] = DoubleQuotedScalarString(version)

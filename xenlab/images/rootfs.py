@@ -120,11 +120,11 @@ def modinfo_depends(ko: Path) -> list[str]:
     return [d for d in m.group(1).decode().split(",") if d] if m else []
 
 
-def add_programs(tree: RootfsTree, src: Sources, m: Manifest) -> None:
+def add_programs(tree: RootfsTree, src: Sources, m: Manifest, programs: list) -> None:
     """The toolstack programs and exactly the shared libraries they need."""
     search = [f"lib/{m.triplet}", f"usr/lib/{m.triplet}", "lib", "usr/lib"]
     pending: list[tuple[str, str]] = []
-    for prog in m.dom0["programs"]:
+    for prog in programs:
         if isinstance(prog, dict):  # {path: ..., links: [...]}
             path, links = prog["path"], prog.get("links", [])
         else:

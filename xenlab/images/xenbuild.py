@@ -1,0 +1,370 @@
+"""The Xen under test, built here: hypervisor and toolstack from one Xen source, cross-compiled.
+
+A source is a Xen tree (a xen.git checkout, dirty or clean, or an unpacked
+release), a release tarball, or `debian` (the manifest's Debian source
+package, fetched with `apt-get source` through a private apt).  The recipe
+is the seed's §11: `make dist-xen` and `./configure; make dist-tools` with
+Debian's cross toolchain, Kconfig fragments from ``hypervisor/configs/``
+merged over the tree's defconfig.
+
+Builds are cached by content: the key is the source identity (git tree id
+plus the diff and untracked files, or the tarball's sha256), the config,
+the toolchain versions and this recipe.  A source tree is built in a
+persistent work directory, synced file by file, so a one-file change
+rebuilds only what depends on it; the finished build enters the cache by
+rename, so an interrupted build leaves nothing half-written there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import attr
+
+from ..errors import XenlabError
+from . import buildlog, kconfig
+from .aptsuite import PrivateApt
+from .cache import build_aside, cache_root, sha256_bytes, sha256_file
+from .manifest import HYPERVISOR_DIR, Manifest
+
+RECIPE_VERSION = "1"  # bump when the commands below change what a source produces
+PATCHES_DIR = HYPERVISOR_DIR / "patches"
+FIXES = {"psr-mode": "psr-mode.patch"}  # --apply-fix NAME -> hypervisor/patches/FILE
+CONFIGURE = ["--prefix=/usr", "--disable-docs", "--disable-stubdom",
+             "--disable-qemu-traditional", "--with-system-qemu=/usr/bin/qemu-system-i386",
+             "--disable-golang", "--disable-ocamltools", "--disable-seabios", "--disable-rombios",
+             "--disable-ipxe", "--disable-pvshim", "--disable-xsmpolicy", "--disable-werror"]
+# What a Dom0 needs of dist/install; headers, static libraries and docs stay behind.
+SKIP_INSTALLED = ("usr/include", "usr/share", "boot", "usr/lib/debug")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class XenSource:
+    """A Xen source, identified by content."""
+
+    kind: str  # git | tree | tarball | debian
+    tree: Path  # the Xen tree (for a tarball: unpacked in the cache)
+    identity: str  # sha256 of what decides the source's bytes
+    changeset: str  # git describe, or "<tarball name> sha256:<12 hex>"
+    origin: str  # what the user named
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class XenBuild:
+    """A finished build in the cache: xen, xen.config, tools/ and build.json."""
+
+    dir: Path
+    info: dict
+
+    @classmethod
+    def open(cls, directory: Path) -> "XenBuild":
+        try:
+            info = json.loads((Path(directory) / "build.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise XenlabError(f"not a Xen build ({exc})", where=str(directory)) from None
+        return cls(Path(directory), info)
+
+    @property
+    def xen(self) -> Path:
+        return self.dir / "xen"
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "xen.config"
+
+    @property
+    def tools(self) -> Path:
+        return self.dir / "tools"
+
+
+# --------------------------------------------------------------------------- sources
+
+def resolve_source(spec: str, manifest: Manifest, log=lambda m: None) -> XenSource:
+    """`debian`, a Xen tree or a release tarball: a XenSource, or one XenlabError line."""
+    if spec == "debian":
+        return _debian_source(manifest, log)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        tree = path.resolve()
+        _check_tree(tree, spec)
+        if _git(tree, "rev-parse", "--show-toplevel") == str(tree):
+            return _git_source(tree, spec)
+        return XenSource("tree", tree, _hash_files(tree, _walk(tree)), f"tree {tree.name}", spec)
+    if path.is_file():
+        return _tarball_source(path.resolve(), spec)
+    raise XenlabError(f"{spec}: no such Xen tree or tarball", where="--xen-source")
+
+
+def _check_tree(tree: Path, spec: str) -> None:
+    missing = [p for p in ("xen/Makefile", "tools", "Config.mk") if not (tree / p).exists()]
+    if missing:
+        raise XenlabError(f"{spec} is not a Xen tree (no {', '.join(missing)})",
+                          where="--xen-source")
+
+
+def _git(tree: Path, *args: str, binary: bool = False):
+    proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True,
+                          text=not binary, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout if binary else proc.stdout.strip()
+
+
+def git_files(tree: Path) -> list[str]:
+    """Tracked and untracked (not ignored) files of a checkout, that exist."""
+    out = _git(tree, "ls-files", "-z", "--cached", "--others", "--exclude-standard", binary=True)
+    names = sorted({n.decode() for n in out.split(b"\0") if n})
+    return [n for n in names if os.path.lexists(tree / n)]
+
+
+def _git_source(tree: Path, spec: str) -> XenSource:
+    head_tree = _git(tree, "rev-parse", "HEAD^{tree}") or "no-commit"
+    diff = _git(tree, "diff", "HEAD", "--binary", binary=True) or b""
+    untracked = (_git(tree, "ls-files", "-z", "--others", "--exclude-standard", binary=True)
+                 or b"").split(b"\0")
+    material = hashlib.sha256(f"git {head_tree}\n".encode() + diff)
+    material.update(_hash_files(tree, sorted(u.decode() for u in untracked if u)).encode())
+    changeset = _git(tree, "describe", "--always", "--dirty", "--tags") or head_tree[:12]
+    return XenSource("git", tree, material.hexdigest(), changeset, spec)
+
+
+def _walk(tree: Path) -> list[str]:
+    out = []
+    for root, dirs, files in os.walk(tree):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        rel = os.path.relpath(root, tree)
+        out += [os.path.normpath(os.path.join(rel, f)) for f in sorted(files)]
+    return out
+
+
+def _hash_files(tree: Path, names: list[str]) -> str:
+    h = hashlib.sha256()
+    for name in names:
+        p = tree / name
+        data = os.readlink(p).encode() if p.is_symlink() else p.read_bytes()
+        h.update(f"{name}\0{len(data)}\0".encode() + data)
+    return h.hexdigest()
+
+
+def _tarball_source(path: Path, spec: str, kind: str = "tarball") -> XenSource:
+    if not tarfile.is_tarfile(path):
+        raise XenlabError(f"{spec} is not a tarball (nor a directory)", where="--xen-source")
+    digest = sha256_file(path)
+    final = cache_root() / "xen-src" / digest[:32]
+    if not final.exists():
+        with build_aside(final) as tmp:
+            try:
+                with tarfile.open(path) as tar:
+                    tar.extractall(tmp, filter="data")  # no absolute paths, links out, devices
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise XenlabError(f"{spec}: cannot unpack ({exc})", where="--xen-source") from None
+    tops = [p for p in final.iterdir() if p.is_dir()]
+    tree = tops[0] if len(tops) == 1 and not (final / "xen").exists() else final
+    _check_tree(tree, spec)
+    return XenSource(kind, tree, digest, f"{path.name} sha256:{digest[:12]}", spec)
+
+
+def _debian_source(m: Manifest, log) -> XenSource:
+    deb = (m.source or {}).get("debian")
+    if not deb:
+        raise XenlabError("this manifest names no Debian source package (source.debian)",
+                          where=str(m.path))
+    dest = cache_root() / "xen-src" / "debian" / f"{deb['package']}_{deb['version']}"
+    orig = next(iter(sorted(dest.glob("*.orig.tar.*"))), None) if dest.is_dir() else None
+    if orig is None:
+        log(f"apt-get source {deb['package']}={deb['version']} ({deb['suite']})")
+        with build_aside(dest) as tmp:
+            PrivateApt(deb["suite"], "source").source(deb["package"], deb["version"], tmp)
+        orig = next(iter(sorted(dest.glob("*.orig.tar.*"))), None)
+        if orig is None:
+            raise XenlabError(f"apt-get source {deb['package']}={deb['version']} gave no "
+                              ".orig tarball", where=str(dest))
+    return _tarball_source(orig, "debian", kind="debian")
+
+
+# --------------------------------------------------------------------------- the build
+
+@attr.s(frozen=True, auto_attribs=True)
+class Toolchain:
+    xen_arch: str  # XEN_TARGET_ARCH: arm64 | arm32
+    triplet: str  # aarch64-linux-gnu | arm-linux-gnueabihf
+    debian_arch: str
+    packages: tuple[str, ...]  # Debian packages the build needs (for the error hint)
+
+    @property
+    def cross(self) -> str:
+        return f"{self.triplet}-"
+
+    def versions(self) -> dict:
+        """What of the toolchain decides the build's bytes: gcc and the -dev packages."""
+        gcc = shutil.which(f"{self.triplet}-gcc")
+        if gcc is None:
+            raise XenlabError(f"cross compiler {self.triplet}-gcc not found: install Debian "
+                              f"package gcc-{self.triplet} (scripts/setup-host does)",
+                              where="--xen-source")
+        first = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout
+        proc = subprocess.run(["dpkg-query", "-W", "-f", "${Package}:${Architecture}="
+                               "${Version} ${Status}\n", *self.packages],
+                              capture_output=True, text=True)
+        installed = {l.split("=", 1)[0]: l.split("=", 1)[1] for l in proc.stdout.splitlines()
+                     if l.endswith("install ok installed")}
+        missing = [p for p in self.packages if _with_arch(p) not in installed]
+        if missing:
+            raise XenlabError(f"missing build packages: {' '.join(missing)} (apt-get install "
+                              f"{' '.join(missing)}; scripts/setup-host does)",
+                              where="--xen-source")
+        return {"gcc": first.splitlines()[0] if first else "?", "packages": installed}
+
+
+def _with_arch(pkg: str) -> str:
+    return pkg if ":" in pkg else f"{pkg}:amd64"
+
+
+def toolchain(m: Manifest) -> Toolchain:
+    src = m.source or {}
+    return Toolchain(src.get("xen_target_arch", m.arch), m.triplet, m.debian_arch,
+                     tuple(src.get("build_packages", ())))
+
+
+def build_key(source: XenSource, tc: Toolchain, config: kconfig.Config, fixes: tuple[str, ...],
+              versions: dict) -> str:
+    recipe = [sha256_file(Path(__file__)), sha256_file(Path(kconfig.__file__))]
+    recipe += [sha256_file(PATCHES_DIR / FIXES[f]) for f in fixes]
+    material = json.dumps({"recipe": RECIPE_VERSION, "files": recipe, "source": source.identity,
+                           "arch": tc.xen_arch, "config": config.identity, "fixes": fixes,
+                           "toolchain": versions}, sort_keys=True)
+    return sha256_bytes(material.encode())[:32]
+
+
+def build_xen(source: XenSource, m: Manifest, config: kconfig.Config,
+              fixes: tuple[str, ...] = (), log=lambda msg: None) -> XenBuild:
+    """The build of `source` for the manifest's arch: from the cache, or made now."""
+    for fix in fixes:
+        if fix not in FIXES:
+            raise XenlabError(f"unknown fix '{fix}' (known: {', '.join(FIXES)})",
+                              where="--apply-fix")
+    tc = toolchain(m)
+    versions = tc.versions()
+    key = build_key(source, tc, config, fixes, versions)
+    final = cache_root() / "xen-builds" / f"{tc.xen_arch}-{key}"
+    if (final / "build.json").exists():
+        log(f"Xen build {final.name}: cached")
+        return XenBuild.open(final)
+    # One work directory per source location and config: a changed file rebuilds little.
+    place = sha256_bytes(f"{source.kind}:{source.tree}:{tc.xen_arch}:{config.identity}:"
+                         f"{fixes}".encode())[:16]
+    work = cache_root() / "xen-work" / f"{tc.xen_arch}-{place}"
+    work.mkdir(parents=True, exist_ok=True)
+    attempt = buildlog.Attempt(cache_root() / "xen-logs" / f"{tc.xen_arch}-{key}")
+    with open(work.parent / f".{work.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds of one tree take turns
+        t0 = time.monotonic()
+        tree = work / "src"
+        changed = sync_tree(source, tree)
+        log(f"Xen source {source.changeset}: {changed} file(s) changed in {tree}")
+        for fix in fixes:
+            attempt.run(["patch", "-p1", "-N", "-r", "-", "-i", str(PATCHES_DIR / FIXES[fix])],
+                        tree, f"apply fix {fix}", ok=(0, 1))
+        env = dict(os.environ, XEN_TARGET_ARCH=tc.xen_arch, CROSS_COMPILE=tc.cross,
+                   PKG_CONFIG_LIBDIR=f"/usr/lib/{tc.triplet}/pkgconfig:/usr/share/pkgconfig",
+                   LC_ALL="C")
+        make = ["make", f"-j{os.cpu_count() or 2}", f"XEN_TARGET_ARCH={tc.xen_arch}",
+                f"CROSS_COMPILE={tc.cross}"]
+        kconfig.configure(tree, config, make, env, attempt)
+        log("make dist-xen")
+        attempt.run(make + ["dist-xen"], tree, "hypervisor build (make dist-xen)", env=env)
+        t_xen = time.monotonic() - t0
+        configure = [f"--host={tc.triplet}", "--build=x86_64-linux-gnu", *CONFIGURE]
+        stamp = tree / ".xenlab-configure"
+        if not (tree / "config.status").exists() or not stamp.exists() or \
+                stamp.read_text() != " ".join(configure):
+            log("./configure")
+            attempt.run(["./configure", *configure], tree, "toolstack configure", env=env)
+            stamp.write_text(" ".join(configure))
+        log("make dist-tools")
+        attempt.run(make + ["dist-tools"], tree, "toolstack build (make dist-tools)", env=env)
+        t_tools = time.monotonic() - t0 - t_xen
+        with build_aside(final) as out:
+            _collect(tree, out, source, tc, config, fixes, key, versions,
+                     {"hypervisor_s": round(t_xen, 1), "tools_s": round(t_tools, 1)})
+    attempt.done()
+    return XenBuild.open(final)
+
+
+def sync_tree(source: XenSource, tree: Path) -> int:
+    """Make `tree` hold exactly the source's files, touching only those that changed."""
+    names = git_files(source.tree) if source.kind == "git" else _walk(source.tree)
+    index_path = tree / ".xenlab-sync.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    tree.mkdir(parents=True, exist_ok=True)
+    new_index, changed = {}, 0
+    for name in names:
+        src, dst = source.tree / name, tree / name
+        st = src.lstat()
+        stamp = [st.st_size, st.st_mtime_ns]
+        old = index.get(name)
+        if old and old[:2] == stamp and os.path.lexists(dst):
+            new_index[name] = old
+            continue
+        digest = os.readlink(src) if src.is_symlink() else sha256_file(src)
+        new_index[name] = stamp + [digest]
+        if old and old[2] == digest and os.path.lexists(dst):
+            continue  # touched, not changed: keep the build's view of it
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(dst):
+            dst.unlink()
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        else:
+            shutil.copyfile(src, dst)  # a fresh mtime: make sees it as newer than its objects
+            shutil.copymode(src, dst)
+        changed += 1
+    for name in set(index) - set(new_index):
+        with_gone = tree / name
+        if os.path.lexists(with_gone):
+            with_gone.unlink()
+            changed += 1
+    index_path.write_text(json.dumps(new_index))
+    return changed
+
+
+def xen_version_of_tree(tree: Path) -> str:
+    """XEN_VERSION.XEN_SUBVERSION + XEN_EXTRAVERSION, as the tree's xen/Makefile says."""
+    text = (tree / "xen" / "Makefile").read_text()
+    values = {k: (re.search(rf"(?m)^export {k}\s*\??=\s*(\S*)", text) or [None, ""])[1]
+              for k in ("XEN_VERSION", "XEN_SUBVERSION", "XEN_EXTRAVERSION")}
+    extra = values["XEN_EXTRAVERSION"].replace("$(XEN_VENDORVERSION)", "")
+    return f"{values['XEN_VERSION']}.{values['XEN_SUBVERSION']}{extra}"
+
+
+def _collect(tree: Path, out: Path, source: XenSource, tc: Toolchain, config: kconfig.Config,
+             fixes, key: str, versions: dict, times: dict) -> None:
+    boot = tree / "dist" / "install" / "boot"
+    images = sorted(p for p in boot.glob("xen-*") if not p.name.endswith((".config", ".gz"))
+                    and p.is_file() and not p.is_symlink())
+    if not images:
+        raise XenlabError(f"make dist-xen left no hypervisor in {boot}")
+    shutil.copyfile(images[0], out / "xen")
+    shutil.copyfile(tree / "xen" / ".config", out / "xen.config")
+    installed = tree / "dist" / "install"
+    shutil.copytree(installed, out / "tools", symlinks=True,
+                    ignore=lambda d, names: [n for n in names if os.path.relpath(
+                        os.path.join(d, n), installed) in SKIP_INSTALLED or n.endswith(".a")])
+    info = {"key": key, "kind": source.kind, "origin": source.origin,
+            "changeset": source.changeset, "identity": source.identity,
+            "xen_version": xen_version_of_tree(tree), "xen_target_arch": tc.xen_arch,
+            "config": config.name, "config_fragments": list(config.fragments), "fixes": list(fixes),
+            "toolchain": versions, "seconds": times}
+    (out / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
