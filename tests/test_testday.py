@@ -65,7 +65,8 @@ def test_markdown_rows_match_the_records(records, tmp_path):
     assert md_path == tmp_path / "testday-2025-01-01.md" and md_path.read_text() == md
     head, rows = md_rows(md)
     steps = [s.name for s in records[0].steps]
-    assert head == ["Board", "Arch", "Tester", "Date", "Xen", *steps, "Result", "Known issues", "Log"]
+    assert head == ["Board", "Arch", "Tester", "Date", "Xen", "Xen build", *steps, "Result",
+                    "Known issues", "Log"]
     for record, row in zip(records, rows, strict=True):
         assert row["Board"] == record.target and row["Arch"] == record.arch
         assert row["Tester"] == record.tester and row["Date"] == record.start_time[:10]
@@ -88,9 +89,9 @@ def test_wiki_rows_match_the_records(records, tmp_path):
     assert len(rows) == len(records)
     n_steps = len(records[0].steps)
     for record, cells in zip(records, rows, strict=True):
-        assert cells[:5] == [record.target, record.arch, record.tester, record.start_time[:10],
-                             "4.17.5"]
-        statuses = [c.split(" | ")[-1] for c in cells[5:5 + n_steps + 1]]
+        assert cells[:6] == [record.target, record.arch, record.tester, record.start_time[:10],
+                             "4.17.5", "-"]
+        statuses = [c.split(" | ")[-1] for c in cells[6:6 + n_steps + 1]]
         assert statuses == [s.status.value for s in record.steps] + [record.verdict.value]
         assert cells[-1] == f"<code>{record.target}/{record.run_id}/console.log</code>"
     known = rows[3][-2]
@@ -125,7 +126,7 @@ def test_cells_cannot_break_either_table(tmp_path):
     assert "<b>" not in md[0]["Tester"] and "\n" not in md[0]["Tester"]
     wiki = testday.wiki_table(steps, rows)
     row = next(l for l in wiki.splitlines() if l.startswith("| "))
-    assert len(row[2:].split(" || ")) == 5 + 1 + 1 + 2
+    assert len(row[2:].split(" || ")) == 6 + 1 + 1 + 2
     for syntax in ("[[", "{{", "'''", "~~~", "__NOTOC", "<b>", " | Bob"):
         assert syntax not in row
 
@@ -336,11 +337,12 @@ def test_testday_boots_the_qemu_boards(tmp_path, capsys):
         assert record.tester == "New User" and record.verdict is Status.PASS
         assert (record.path / "console.log").stat().st_size > 0
         assert (record.path / "pytest.log").is_file()
-        assert head[5:-3] == [s.name for s in record.steps]
+        assert head[6:-3] == [s.name for s in record.steps]
         assert [row[s.name] for s in record.steps] == ["PASS"] * len(record.steps)
         assert row["Result"] == "PASS" and row["Tester"] == "New User"
         assert row["Arch"] == record.arch
         assert row["Xen"] == record.info["xen_version"] == record.info["expected_xen_version"]
+        assert row["Xen build"] == f"debian {record.info['xen_build']['changeset']}"
         assert row["Log"] == f"[console.log]({record.target}/{record.run_id}/console.log)"
         assert record.target in wiki and record.profile in ("qemu-virt-arm64", "qemu-virt-arm32")
 

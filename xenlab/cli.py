@@ -52,7 +52,8 @@ def _stderr(msg: str) -> None:
 def cmd_images_build(args) -> int:
     overrides = {name: Path(value) for name in OVERRIDABLE
                  if (value := getattr(args, name.replace("-", "_").replace(".", "_")))}
-    image_set = build_image_set(args.arch, overrides, log=_stderr, xen_source=args.xen_source,
+    image_set = build_image_set(args.arch, overrides, manifest_path(args.arch, args.manifest),
+                                log=_stderr, xen_source=args.xen_source,
                                 xen_config=args.xen_config, fixes=args.apply_fix,
                                 allow_tools_mismatch=args.allow_tools_mismatch)
     xen = image_set.xen
@@ -81,13 +82,14 @@ def _print_findings(findings) -> int:
 
 
 def cmd_images_check(args) -> int:
-    image_set = ImageSet.open(Path(args.dir)) if args.dir else build_image_set(args.arch)
+    image_set = ImageSet.open(Path(args.dir)) if args.dir else \
+        build_image_set(args.arch, manifest=manifest_path(args.arch, args.manifest))
     print(f"image set {image_set.dir} ({image_set.arch})")
     return _print_findings(checks.check_image_set(image_set))
 
 
 def cmd_images_pin(args) -> int:
-    changed = pin_manifest(manifest_path(args.arch), debs.query_candidate)
+    changed = pin_manifest(manifest_path(args.arch, args.manifest), debs.query_candidate)
     for line in changed:
         print(line)
     print(f"{len(changed)} package(s) changed")
@@ -307,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="images_command", required=True)
     b = images.add_parser("build", help="build (or find in the cache) the image set")
     b.add_argument("--arch", default="arm64", help=f"one of {', '.join(ARCHES)}")
+    b.add_argument("--manifest", metavar="NAME|FILE",
+                   help="hypervisor/NAME.yaml (e.g. arm64-trixie) instead of hypervisor/ARCH.yaml")
     b.add_argument("--xen-source", metavar="SOURCE",
                    help="build hypervisor and toolstack from a Xen tree, a release tarball, "
                         "or 'debian' (the manifest's Debian source package)")
@@ -323,10 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_images_build)
     c = images.add_parser("check", help="image headers and the seed's kernel-config pitfalls")
     c.add_argument("--arch", default="arm64")
+    c.add_argument("--manifest", metavar="NAME|FILE")
     c.add_argument("dir", nargs="?", help="an image set directory (default: the bundled set)")
     c.set_defaults(func=cmd_images_check)
     p = images.add_parser("pin", help="refresh the manifest's versions and sha256s from apt")
     p.add_argument("--arch", default="arm64")
+    p.add_argument("--manifest", metavar="NAME|FILE")
     p.set_defaults(func=cmd_images_pin)
 
     plan = sub.add_parser("plan", help="print a board's boot plan (addresses, U-Boot commands)")

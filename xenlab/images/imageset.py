@@ -29,7 +29,7 @@ from .manifest import Manifest, load_manifest, manifest_path
 from .rootfs import RECIPE_DIR
 
 # Bump when the build logic changes what a manifest produces.
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 
 DOM0_READY_MARKER = "XENLAB-DOM0-READY"
 DOMU_READY_MARKER = "XENLAB-DOMU-READY"
@@ -181,6 +181,11 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
     return ImageSet.open(final)
 
 
+def _branch(version: str) -> str:
+    """'4.20.5-pre' -> '4.20': Xen's domctl/sysctl interfaces are stable within a line only."""
+    return ".".join(re.split(r"[.-]", version)[:2])
+
+
 def _packages(m: Manifest, build) -> list:
     if build is None:
         return list(m.packages)
@@ -209,7 +214,7 @@ def _xen_facts(m: Manifest, build, checked: dict, allow_mismatch: bool) -> dict:
                               "binary)", where="--xen")
         xen.update(version=version, changeset=None, config="override", source=str(path),
                    kind="override")
-        if version != tools:
+        if _branch(version) != _branch(tools):  # the domctl interface is per release line
             if not allow_mismatch:
                 raise XenlabError(f"{path} is Xen {version} but the set's Dom0 toolstack is Xen "
                                   f"{tools}: a hypervisor needs the tools of its own version "
@@ -259,6 +264,10 @@ def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
                        "xen.config": f"{xen_pkg.name} {xen_pkg.version}"})
         shutil.copyfile(src.get(m.xen["image"], xen_pkg.name), out / "xen")
         shutil.copyfile(src.get(m.xen["config"], xen_pkg.name), out / "xen.config")
+    if "xen" not in overrides:  # version truth: what the binary says, not the manifest
+        xen["version"] = xen_version(out / "xen") or xen["version"]
+        if build is None:  # one Debian source package made hypervisor and tools
+            xen["tools_version"] = xen["version"]
     for who in ("dom0", "domU"):
         shutil.copyfile(src.get(m.kernel["image"], kernel_pkg.name), out / f"{who}-kernel")
         shutil.copyfile(src.get(m.kernel["config"], kernel_pkg.name), out / f"{who}-kernel.config")

@@ -8,6 +8,7 @@ ruamel.yaml, keeping the file's comments and layout.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import attr
@@ -93,11 +94,23 @@ class Manifest:
                           where=str(self.path))
 
 
-def manifest_path(arch: str) -> Path:
+def manifest_path(arch: str, name: str | None = None) -> Path:
+    """hypervisor/<arch>.yaml, or the manifest `name` (hypervisor/<name>.yaml, or a file)."""
     if arch not in ARCHES:
         raise XenlabError(f"unknown arch '{arch}' (choose from {', '.join(ARCHES)})",
                           where="--arch")
-    return HYPERVISOR_DIR / f"{arch}.yaml"
+    if not name:
+        return HYPERVISOR_DIR / f"{arch}.yaml"
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        path = Path(name)
+    elif re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+        path = HYPERVISOR_DIR / f"{name}.yaml"
+    else:
+        raise XenlabError(f"{name!r} is not a manifest name or file", where="--manifest")
+    if not path.is_file():
+        known = sorted(p.stem for p in HYPERVISOR_DIR.glob("*.yaml"))
+        raise XenlabError(f"no manifest {name} (known: {', '.join(known)})", where="--manifest")
+    return path
 
 
 def load_manifest(path: Path) -> Manifest:

@@ -10,6 +10,7 @@ headers name (read with pyelftools), kernel modules the dependencies their
 
 from __future__ import annotations
 
+import lzma
 import os
 import re
 import subprocess
@@ -37,10 +38,13 @@ class Sources:
 
     def find(self, rel: str) -> tuple[str, Path] | None:
         rel = rel.lstrip("/")
-        for name, root in self.trees.items():
-            p = root / rel
-            if p.exists() or p.is_symlink():
-                return name, p
+        # Merged /usr (trixie): /bin, /sbin and /lib are links into /usr in a real system.
+        merged = [f"usr/{rel}"] if rel.split("/", 1)[0] in ("bin", "sbin", "lib") else []
+        for candidate in [rel, *merged]:
+            for name, root in self.trees.items():
+                p = root / candidate
+                if p.exists() or p.is_symlink():
+                    return name, p
         return None
 
     def get(self, rel: str, package: str | None = None) -> Path:
@@ -81,7 +85,9 @@ class Modules:
     def __init__(self, src: Sources, package: str, root: str):
         self.src, self.package, self.root = src, package, root.strip("/")
         base = src.trees[package] / self.root
-        self.index = {p.stem: p for p in base.rglob("*.ko")}
+        # trixie's kernels ship modules xz-compressed; busybox insmod takes plain ones.
+        self.index = {p.name[:-len(".ko.xz")]: p for p in base.rglob("*.ko.xz")}
+        self.index.update({p.stem: p for p in base.rglob("*.ko")})
         builtin = base / "modules.builtin"
         self.builtin = {Path(l).stem for l in builtin.read_text().split()} \
             if builtin.exists() else set()
@@ -106,16 +112,31 @@ class Modules:
 
         for name in wanted:
             visit(name, ())
+        loaded = []
         for rel in order:
-            tree.copy("/" + rel, self.src.get(rel, self.package), 0o644)
+            data = module_bytes(self.src.get(rel, self.package))
+            rel = rel.removesuffix(".xz")
+            tree.file("/" + rel, data, 0o644)
+            loaded.append("/" + rel)
         # The init loads them in this order (there is no modprobe or modules.dep).
-        tree.file("/etc/xenlab/modules", "".join(f"/{rel}\n" for rel in order).encode())
-        return ["/" + rel for rel in order]
+        tree.file("/etc/xenlab/modules", "".join(f"{rel}\n" for rel in loaded).encode())
+        return loaded
+
+
+def module_bytes(ko: Path) -> bytes:
+    """A module's ELF bytes (a .ko.xz unpacked)."""
+    data = ko.read_bytes()
+    if ko.name.endswith(".xz"):
+        try:
+            return lzma.decompress(data)
+        except lzma.LZMAError as exc:
+            raise XenlabError(f"{ko}: not an xz-compressed module ({exc})") from None
+    return data
 
 
 def modinfo_depends(ko: Path) -> list[str]:
     """The `depends=` of a module's .modinfo (the .deb ships no modules.dep)."""
-    data = ko.read_bytes()
+    data = module_bytes(ko)
     m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", data)
     return [d for d in m.group(1).decode().split(",") if d] if m else []
 

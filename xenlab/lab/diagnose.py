@@ -48,6 +48,32 @@ def xen_debug_keys(console, keys: str = DEBUG_KEYS) -> str:
     return clean("".join(out))
 
 
+# How a toolstack of another Xen line shows on a live board (../shared/notes/xen-build.md).
+TOOLSTACK_SIGNATURE = re.compile(r"domain creation fail: Permission denied|"
+                                 r"xc_\w+: .*Permission denied|"
+                                 r"libxl: error: .*(?:version|Permission denied)")
+
+
+def _branch(version: str) -> str:
+    return ".".join(re.split(r"[.-]", version)[:2])
+
+
+def toolstack_mismatch(hypervisor: str | None, tools: str | None, text: str) -> str | None:
+    """Why `xl` fails when the hypervisor and the Dom0 toolstack are of different Xens, or None.
+
+    The versions decide when both are known (the console's banner, the image set's
+    tools); otherwise the signature in what `xl` printed does.
+    """
+    differ = bool(hypervisor and tools and _branch(hypervisor) != _branch(tools))
+    if not differ and not TOOLSTACK_SIGNATURE.search(text):
+        return None
+    versions = f"hypervisor Xen {hypervisor}, Dom0 toolstack Xen {tools}" if differ else \
+        "xl's hypercalls are refused"
+    return (f"toolstack mismatch ({versions}): Xen's domctl interface is not stable across "
+            "releases, so xl fails (`xl info`, `domain creation fail: Permission denied`); "
+            "build hypervisor and tools from one source with --xen-source")
+
+
 class Diagnosis:
     """Collects what explains a failure of `board` into `dest`."""
 

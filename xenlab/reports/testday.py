@@ -31,6 +31,7 @@ class Row:
     tester: str
     date: str
     xen: str
+    build: str  # the Xen's config, changeset and source ("debian 4.17.5+72-g01140da4e8-1 ...")
     steps: dict  # step name -> status
     verdict: str
     known: tuple  # (label, link) of each KNOWN step, in step order
@@ -53,7 +54,7 @@ def table_rows(records: Iterable[RunRecord], base: Path) -> tuple[list[str], lis
         log = r.console_log if r.console_log.exists() or not (r.path / "pytest.log").exists() \
             else r.path / "pytest.log"
         rows.append(Row(target=r.target, arch=r.arch, tester=r.tester, date=r.start_time[:10],
-                        xen=r.info.get("xen_version") or "-",
+                        xen=r.info.get("xen_version") or "-", build=_build(r.info),
                         steps={s.name: s.status.value for s in r.steps},
                         verdict=r.verdict.value, known=tuple(known),
                         log=os.path.relpath(log, base)))
@@ -79,17 +80,26 @@ def _md(text: str) -> str:
     return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _build(info: dict) -> str:
+    build = info.get("xen_build") if isinstance(info.get("xen_build"), dict) else {}
+    words = [str(build[k]) for k in ("config", "changeset") if build.get(k)]
+    if info.get("toolstack_mismatch"):
+        words.append(f"tools {info['toolstack_mismatch'].get('tools')} MISMATCH")
+    return " ".join(words) or "-"
+
+
 def _safe_url(link: str) -> str | None:
     return link if link.startswith(("https://", "http://")) and not any(
         c in link for c in " \t\n|[]<>\"") else None
 
 
 def wiki_table(steps: Sequence[str], rows: Sequence[Row]) -> str:
-    head = ["Board", "Arch", "Tester", "Date", "Xen", *steps, "Result", "Known issues", "Log"]
+    head = ["Board", "Arch", "Tester", "Date", "Xen", "Xen build", *steps, "Result",
+            "Known issues", "Log"]
     out = ['{| class="wikitable sortable"', "! " + " !! ".join(_wiki(h) for h in head)]
     for row in rows:
         cells = [_wiki(row.target), _wiki(row.arch), _wiki(row.tester), _wiki(row.date),
-                 _wiki(row.xen)]
+                 _wiki(row.xen), _wiki(row.build)]
         for status in [row.steps.get(s, "") for s in steps] + [row.verdict]:
             cells.append(f'style="background:{STATUS_COLOUR[status]}" | {status}'
                          if status in STATUS_COLOUR else "-")
@@ -105,14 +115,16 @@ def wiki_table(steps: Sequence[str], rows: Sequence[Row]) -> str:
 
 
 def markdown_table(steps: Sequence[str], rows: Sequence[Row]) -> str:
-    head = ["Board", "Arch", "Tester", "Date", "Xen", *steps, "Result", "Known issues", "Log"]
+    head = ["Board", "Arch", "Tester", "Date", "Xen", "Xen build", *steps, "Result",
+            "Known issues", "Log"]
     out = ["| " + " | ".join(_md(h) for h in head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         known = []
         for label, link in row.known:
             url = _safe_url(link)
             known.append(f"[{_md(label)}]({url})" if url else _md(label))
-        cells = [_md(row.target), _md(row.arch), _md(row.tester), row.date, _md(row.xen),
+        cells = [_md(row.target), _md(row.arch), _md(row.tester), _md(row.date), _md(row.xen),
+                 _md(row.build),
                  *[row.steps.get(s, "-") for s in steps], row.verdict, ", ".join(known),
                  f"[{_md(Path(row.log).name)}]({_md(row.log).replace(' ', '%20')})"]
         out.append("| " + " | ".join(cells) + " |")

@@ -39,7 +39,7 @@ def junit_report(record) -> str:
              "arch": record.arch,
              "tester": record.tester, "verdict": record.verdict.value,
              "image_set_hash": record.info.get("image_set_hash"),
-             "xen_version": record.info.get("xen_version")}
+             "xen_version": record.info.get("xen_version"), "xen": xen_label(record.info)}
     suite = junit_xml.TestSuite(record.target, cases, hostname=record.host, id=record.run_id,
                                 timestamp=record.start_time,
                                 properties={k: str(v) for k, v in props.items() if v is not None})
@@ -53,7 +53,7 @@ def format_run(record) -> str:
     image_set = info.get("image_set_hash") or "-"
     out = [f"target {d['target']}  profile {d.get('profile') or '?'}  run {d['run_id']}  "
            f"({d.get('arch', '?')}, {d.get('tester', '?')} on {d.get('host', '?')})",
-           f"Xen {info.get('xen_version') or '?'}  image set {image_set[:16]}  "
+           f"Xen {xen_label(info)}  image set {image_set[:16]}  "
            f"started {d.get('start')}  ended {d.get('end') or '-'}",
            "",
            f"{'step':<24} {'status':<8} {'seconds':>8}  classification"]
@@ -69,3 +69,17 @@ def format_run(record) -> str:
     why = f": {d['verdict_reason']}" if d.get("verdict_reason") else ""
     out += ["", f"verdict: {d['verdict']}{cls}{why}"]
     return "\n".join(out)
+
+
+def xen_label(info: dict) -> str:
+    """The Xen of a run in one phrase: "4.17.5 debug (xen_4.17.5...tar.xz sha256:5392..., debian)"."""
+    build = info.get("xen_build") if isinstance(info.get("xen_build"), dict) else {}
+    version = info.get("xen_version") or build.get("version") or "?"
+    if not build:
+        return str(version)
+    what = [str(build.get(k)) for k in ("changeset", "source") if build.get(k)]
+    label = f"{version} {build.get('config') or ''}".strip()
+    if info.get("toolstack_mismatch"):
+        m = info["toolstack_mismatch"]
+        label += f" [tools {m.get('tools')}: MISMATCH]"
+    return label + (f" ({', '.join(dict.fromkeys(what))})" if what else "")

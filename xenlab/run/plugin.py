@@ -18,7 +18,7 @@ from pexpect import TIMEOUT
 
 from ..errors import StageFailure, XenlabError
 from ..lab import places
-from ..lab.diagnose import Diagnosis
+from ..lab.diagnose import Diagnosis, toolstack_mismatch
 from ..lab.monitors import parse_console_facts
 from ..lab.signals import install_sigterm_as_interrupt
 from ..lab.failures import stage_failure
@@ -162,7 +162,10 @@ def board(request):
         record.set_info(image_set=str(strategy.images.dir),
                         image_set_hash=strategy.images.hash,
                         image_set_overrides=strategy.images.overrides,
-                        expected_xen_version=strategy.images.xen_version)
+                        expected_xen_version=strategy.images.xen_version,
+                        # The Xen under test: version, config, changeset, source (and build).
+                        xen_build=strategy.images.xen,
+                        toolstack_mismatch=strategy.images.toolstack_mismatch)
     except XenlabError as exc:
         # The first step fails with it (a run that boots nothing must not pass).
         b.failure = StageFailure("prepare", "ERROR", "harness-config", str(exc))
@@ -292,6 +295,12 @@ def _diagnose(b: "Board", step: str, excinfo, classification: str, message: str)
             return classification, message
         if b.strategy.status.name != "shell":
             return classification, message
+        seen = "\n".join([message, *(b.strategy.recorder.tail(40) if b.strategy.recorder else [])])
+        hint = toolstack_mismatch(b.strategy.facts.get("xen_version"),
+                                  b.images.tools_version if b.images else None, seen)
+        if hint:
+            diag.dom0_logs()
+            return "toolstack-mismatch", f"{hint}; {message}"
         if isinstance(exc, TIMEOUT) and b.guest and b.shell.in_guest:
             trap = diag.silent_domu(b.guest)
             if trap:
