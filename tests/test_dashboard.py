@@ -258,9 +258,11 @@ def test_a_new_night_writes_only_its_pages(tmp_path):
     fabricate(results, nights=1, first=12)
     stats = dashboard.build(results, out)
     assert stats.read == BOARDS
-    # two pages per new run, a page per board, one month page, the index
-    assert stats.pages == 2 * BOARDS + BOARDS + 1 + 1
-    assert _mtimes(out).items() >= old.items()  # no older run page was rewritten
+    # two pages per new run, a page per board, one month page, the index, and the
+    # boards × builds page with its one build's page (the fabricated runs share one Xen)
+    assert stats.pages == 2 * BOARDS + BOARDS + 1 + 1 + 2
+    runs_before = {k: v for k, v in old.items() if "builds" not in str(k)}
+    assert _mtimes(out).items() >= runs_before.items()  # no older run page was rewritten
     assert len(_mtimes(out)) == len(old) + 2 * BOARDS
 
 
@@ -382,3 +384,22 @@ def test_a_runaway_console_keeps_its_head_and_tail(tmp_path, monkeypatch):
     text = dashboard.console_text(log)
     assert text.startswith("U-Boot first line") and text.endswith("(XEN) Panic on CPU 0:")
     assert "bytes left out" in text and len(text) < 4200
+
+
+def test_boards_by_xen_build_and_a_page_per_build(tmp_path):
+    """One board × Xen-build matrix, and each build's own runs only: the filter by build."""
+    results, out = tmp_path / "r", tmp_path / "o"
+    builds = {"a": ("4.17.5", "debian"), "b": ("4.17.5", "debug"), "c": ("4.20.5-pre", "debian")}
+    for target, (version, config) in builds.items():
+        r = RunRecord.start(results, f"board-{target}", arch="arm64", tester="t")
+        r.set_info(xen_version=version, xen_build={"version": version, "config": config,
+                                                   "changeset": "cs", "source": "s"})
+        r.step_finished("uboot", "PASS" if target != "b" else "FAIL", 1.0)
+        r.finish()
+    dashboard.build(results, out)
+    page = (out / "builds.html").read_text()
+    for version, config in builds.values():
+        assert f"{version} {config}" in page
+    debug = (out / "builds" / dashboard.build_page("4.17.5 debug")).read_text()
+    assert "board-b" in debug and "board-a" not in debug and "board-c" not in debug
+    assert "v-FAIL" in debug

@@ -175,10 +175,11 @@ def cmd_testday(args, log=print) -> int:
         raise XenlabError(f"--tester {args.tester!r}: name who ran the tests")
     targets = load_farm(args.farm).select(target_list(args.targets))
     results = Path(args.results)
+    image_sets = _candidate_sets(args, targets, log)
     log(f"Test Day: {len(targets)} board(s) from {args.farm}, tester {args.tester}, "
         f"results in {results}")
     runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs,
-                                 health=args.health)
+                                 health=args.health, image_sets=image_sets)
     # After Ctrl-C the runs it stopped have no result to post; a child that
     # died on its own is a result (ABORTED) and stays in the table.
     records = finished_records(runs, aborted=not interrupted)
@@ -196,6 +197,23 @@ def cmd_testday(args, log=print) -> int:
     if interrupted:
         return 130
     return 0 if all(r.verdict is Status.PASS for r in records) and len(records) == len(runs) else 1
+
+
+def _candidate_sets(args, targets, log) -> dict:
+    """A release candidate (--xen-source) built once per arch: arch -> image set directory."""
+    if not args.xen_source:
+        if args.xen_config:
+            raise XenlabError("--xen-config configures a build: add --xen-source",
+                              where="--xen-config")
+        return {}
+    sets = {}
+    for arch in sorted({t.arch for t in targets}):
+        image_set = build_image_set(arch, xen_source=args.xen_source, xen_config=args.xen_config,
+                                    log=_stderr)
+        log(f"Xen under test ({arch}): {image_set.xen['version']} {image_set.xen['config']} "
+            f"({image_set.xen['changeset']}), image set {image_set.dir.name}")
+        sets[arch] = image_set.dir
+    return sets
 
 
 def cmd_nightly(args, log=print) -> int:
@@ -365,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         "parallel and write the Test Day results table")
     _farm_options(td, results_help=results_help)
     td.add_argument("--tester", required=True, help="your name, as it goes into the table")
+    td.add_argument("--xen-source", metavar="SOURCE",
+                    help="the release candidate: a Xen tree, a release tarball or 'debian', "
+                         "built once per arch; every board boots it")
+    td.add_argument("--xen-config", action="append", default=[], metavar="NAME|FILE",
+                    help="Kconfig fragments for the candidate (repeatable)")
     td.set_defaults(func=cmd_testday)
 
     ni = sub.add_parser("nightly", help="refresh images, run the farm, compare with the "

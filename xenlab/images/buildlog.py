@@ -53,7 +53,8 @@ def explain(text: str, arch: str) -> str | None:
     m = re.search(r"configure: error: (.+)", text)
     if m:
         msg = m.group(1).strip()
-        lib = re.search(r"(?:find|missing|requires?|need)\s+(?:lib)?([A-Za-z0-9_+-]+)", msg, re.I)
+        lib = re.search(r"(?:find|missing|requires?|need)\s+(?:an?\s+)?(?:valid\s+)?"
+                        r"(?:lib)?([A-Za-z0-9_+-]+)", msg, re.I)
         name = lib.group(1).lower() if lib else ""
         pkg = DEV_PACKAGES.get(name.removeprefix("lib"))
         hint = f" (install Debian package {pkg}:{arch})" if pkg else ""

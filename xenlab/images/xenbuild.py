@@ -297,7 +297,27 @@ def build_xen(source: XenSource, m: Manifest, config: kconfig.Config,
             _collect(tree, out, source, tc, config, fixes, key, versions,
                      {"hypervisor_s": round(t_xen, 1), "tools_s": round(t_tools, 1)})
     attempt.done()
+    prune_work_dirs(work.parent, keep=work)
     return XenBuild.open(final)
+
+
+WORK_DIR_MAX_AGE_S = 14 * 24 * 3600
+
+
+def prune_work_dirs(root: Path, keep: Path, max_age: float = WORK_DIR_MAX_AGE_S) -> None:
+    """Drop work directories no build used for two weeks (a tree deleted, a config dropped)."""
+    now = time.time()
+    for lock in root.glob(".*.lock"):
+        work = root / lock.name[1:-len(".lock")]
+        if work == keep or now - lock.stat().st_mtime < max_age:
+            continue
+        with open(lock, "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # not while a build holds it
+            except OSError:
+                continue
+            shutil.rmtree(work, ignore_errors=True)
+        lock.unlink(missing_ok=True)
 
 
 def sync_tree(source: XenSource, tree: Path) -> int:

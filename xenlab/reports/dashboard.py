@@ -102,7 +102,8 @@ def _cell(row: sqlite3.Row) -> dict:
     steps = json.loads(row["steps"])
     return {"target": row["target"], "run_id": row["run_id"], "night": row["night"],
             "start": row["start"], "verdict": row["verdict"], "reason": row["reason"],
-            "classification": row["classification"], "xen": row["xen"], "tester": row["tester"],
+            "classification": row["classification"], "xen": row["xen"], "build": row["build"],
+            "tester": row["tester"],
             "steps": steps, "marks": json.loads(row["marks"]), "console": bool(row["console"]),
             "known": list(dict.fromkeys((s[3], s[4]) for s in steps if s[1] == "KNOWN" and s[3])),
             "change": None, "previous": None}
@@ -303,10 +304,41 @@ def _render(db, results: Path, out: Path, changes: Changes, index_nights: int,
                                        "LIMIT ?", (index_nights,))][::-1]
     m = matrix(db, nights)
     boards = [r[0] for r in db.execute("SELECT DISTINCT target FROM runs ORDER BY 1")]
+    pages += _builds_pages(env, db, out)
     _write(out / "index.html", env.get_template("index.html").render(
         root="", title="xenlab: nightly board results", m=m, s=summary(db, m), months=months,
         boards=boards, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     return pages + 1
+
+
+def build_page(label: str) -> str:
+    """A build's page name: derived from its label by hash, never the label itself."""
+    return hashlib.sha256(label.encode()).hexdigest()[:16] + ".html"
+
+
+def _builds_pages(env, db, out: Path) -> int:
+    """boards × Xen builds (each cell the board's newest run of that build), and per build
+    the boards × nights matrix of its runs only: the filter by build."""
+    builds = [r[0] for r in db.execute("SELECT build FROM runs GROUP BY build "
+                                       "ORDER BY max(start) DESC")]
+    cells = {}
+    # The newest run of each board and build (SQLite takes the bare columns from the max row).
+    for row in db.execute("SELECT *, max(start) FROM runs GROUP BY target, build"):
+        cells[(row["target"], row["build"])] = _cell(row)
+    boards = sorted({b for b, _ in cells})
+    _write(out / "builds.html", env.get_template("builds.html").render(
+        root="", title="xenlab: boards × Xen builds", builds=builds, boards=boards, cells=cells,
+        page=build_page))
+    for label in builds:
+        nights = [r[0] for r in db.execute("SELECT DISTINCT night FROM runs WHERE build = ? "
+                                           "ORDER BY night DESC LIMIT ?", (label, INDEX_NIGHTS))]
+        rows = db.execute("SELECT * FROM runs WHERE build = ? AND night >= ? ORDER BY start, "
+                          "run_id", (label, min(nights))).fetchall()
+        m_cells = {k: v for k, v in _newest_per_night(rows).items() if k[1] in set(nights)}
+        m = {"boards": sorted({b for b, _ in m_cells}), "nights": nights[::-1], "cells": m_cells}
+        _write(out / "builds" / build_page(label), env.get_template("build.html").render(
+            root="../", title=f"Xen {label}", label=label, m=m))
+    return 1 + len(builds)
 
 
 def _run_pages(env, run_dir: Path, out: Path, board: str, run_id: str) -> None:

@@ -18,8 +18,8 @@ import attr
 from ..errors import XenlabError
 from ..run.record import NAME_RE, RunRecord
 
-SCHEMA = 2  # 2: runs.target (1 said board)
-PAGE_DIRS = ("runs", "boards", "nights")  # what a build writes besides index.html
+SCHEMA = 3  # 3: runs.build; 2: runs.target (1 said board)
+PAGE_DIRS = ("runs", "boards", "nights", "builds")  # what a build writes besides index.html
 
 
 _DDL = """
@@ -36,15 +36,17 @@ CREATE TABLE IF NOT EXISTS runs (
     reason TEXT NOT NULL,
     classification TEXT,
     tester TEXT, arch TEXT, xen TEXT,
+    build TEXT NOT NULL,            -- the Xen under test: version and config ("4.17.5 debug")
     console INTEGER NOT NULL,       -- 1 if the run has a console.log
     steps TEXT NOT NULL,            -- JSON [[name, status, seconds, known label, known link]]
     marks TEXT NOT NULL             -- JSON {stage: seconds since power-on}
 );
 CREATE INDEX IF NOT EXISTS runs_target_night ON runs (target, night, start);
 CREATE INDEX IF NOT EXISTS runs_night ON runs (night);
+CREATE INDEX IF NOT EXISTS runs_build ON runs (build, target, start);
 """
 _COLS = ("target", "run_id", "night", "start", "verdict", "reason", "classification", "tester",
-         "arch", "xen", "console", "steps", "marks")
+         "arch", "xen", "build", "console", "steps", "marks")
 
 
 def open_index(out: Path, results: Path, render: str) -> sqlite3.Connection:
@@ -98,7 +100,16 @@ def _row(path: str, stamp: tuple[int, int], r: RunRecord, console: bool) -> tupl
     start = str(r.start_time or "")
     return (path, *stamp, r.target, r.run_id, start[:10] or "unknown", start,
             r.verdict.value, r.verdict_reason or "", r.classification, r.tester, r.arch,
-            r.info.get("xen_version"), int(console), json.dumps(steps), json.dumps(marks))
+            r.info.get("xen_version"), build_label(r.info), int(console), json.dumps(steps),
+            json.dumps(marks))
+
+
+def build_label(info: dict) -> str:
+    """A run's Xen build as the dashboard groups it: version and config."""
+    build = info.get("xen_build") if isinstance(info.get("xen_build"), dict) else {}
+    label = f"{info.get('xen_version') or build.get('version') or '?'} " \
+            f"{build.get('config') or 'debian'}"
+    return label + (" tools-mismatch" if info.get("toolstack_mismatch") else "")
 
 
 @attr.s(auto_attribs=True)

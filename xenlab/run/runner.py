@@ -50,6 +50,13 @@ class TargetRun:
     ended: float | None = attr.ib(default=None)
     returncode: int | None = attr.ib(default=None)
     record: RunRecord | None = attr.ib(default=None)  # the last one read
+    image_set: Path | None = attr.ib(default=None)  # the set to boot (XENLAB_IMAGE_SET)
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        if self.image_set is not None:
+            env["XENLAB_IMAGE_SET"] = str(self.image_set)
+        return env
 
     @property
     def run_dir(self) -> Path:
@@ -150,7 +157,8 @@ def _gate(run: TargetRun, farm: Path, tester: str, depth: str) -> bool:
     run.started = time.monotonic()
     gate = subprocess.run(health_command(farm, run.target.name, run.results, tester,
                                          run.run_id, depth),
-                          cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+                          cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env=run.env())
     if gate.returncode == HEALTH_UNAVAILABLE and (run.run_dir / "run.json").is_file():
         run.returncode = gate.returncode
         run.ended = time.monotonic()
@@ -169,7 +177,7 @@ def _start(run: TargetRun, farm: Path, tester: str, logs: Path, health: str = "n
         run.proc = subprocess.Popen(
             pytest_command(farm, run.target.name, run.results, tester, run.run_id),
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, env=run.env())
     run.started = time.monotonic()
 
 
@@ -208,8 +216,12 @@ def _tail(path: Path | None) -> str:
 
 def run_farm(farm: Path | str, targets: Sequence[FarmTarget], results: Path | str, tester: str,
              jobs: int | None = None, run_id: str | None = None,
-             out: TextIO = sys.stdout, health: str = "none") -> tuple[list[TargetRun], bool]:
+             out: TextIO = sys.stdout, health: str = "none",
+             image_sets: dict | None = None) -> tuple[list[TargetRun], bool]:
     """Run the smoke test on `targets`, at most `jobs` at a time; (runs, interrupted).
+
+    `image_sets` maps an arch to the image set its targets boot (a Test Day's
+    release candidate); without one a target boots its bundled set.
 
     Every target's run shares one run id, so a Test Day (or a night) is one id
     across the results tree.  Ctrl-C (or SIGTERM) stops every child, waits
@@ -225,7 +237,8 @@ def run_farm(farm: Path | str, targets: Sequence[FarmTarget], results: Path | st
     # Outside every target directory: a name starting with a dot is no target (NAME_RE).
     logs = results / ".runner" / run_id
     logs.mkdir(parents=True, exist_ok=True)
-    runs = [TargetRun(t, run_id, results) for t in targets]
+    runs = [TargetRun(t, run_id, results, image_set=(image_sets or {}).get(t.arch))
+            for t in targets]
     progress = Progress(runs, out)
     interrupted = False
     try:
