@@ -204,7 +204,7 @@ FAKE = textwrap.dedent("""\
         print("ERROR: the farm file is broken"); sys.exit(4)
     r = RunRecord.start(Path(results), target, arch="arm64", tester=tester,
                         run_id=run_id) if mode != "early" else None
-    if r: r.set_info(xen_version="4.17.5")
+    if r: r.set_info(xen_version="4.17.5", image_set_env=os.environ.get("XENLAB_IMAGE_SET"))
     if mode in ("pass", "fail"):
         r.step_finished("uboot", "PASS", 0.1)
         r.step_finished("xen_boots", "PASS" if mode == "pass" else "FAIL", 0.2)
@@ -367,3 +367,28 @@ def test_health_gate_takes_a_broken_board_out_of_service(tmp_path, capsys):
     head, (row,) = md_rows(next(results.glob("testday-*.md")).read_text())
     assert row["Board"] == "qemu-arm64" and row["Result"] == "ERROR"
     assert "health_check" in head
+
+
+def test_a_release_candidate_is_built_once_per_arch_and_booted_by_every_board(fake, tmp_path,
+                                                                             monkeypatch):
+    """`xenlab testday --xen-source RC`: one build per arch; each board's child boots it."""
+    built = []
+
+    def build(arch, **kw):
+        built.append((arch, kw["xen_source"], tuple(kw["xen_config"])))
+        return SimpleNamespace(dir=tmp_path / f"set-{arch}", xen={
+            "version": "4.21.0-rc3", "config": "debug", "changeset": "xen-4.21.0-rc3.tar.gz"})
+    monkeypatch.setattr(cli, "build_image_set", build)
+    monkeypatch.setattr(cli, "load_farm", lambda path: SimpleNamespace(select=lambda names: [
+        FarmTarget("pass-a", "qemu-virt-arm64", "arm64", frozenset(), None),
+        FarmTarget("pass-b", "qemu-virt-arm64", "arm64", frozenset(), None),
+        FarmTarget("pass-c", "qemu-virt-arm32", "arm32", frozenset(), None)]))
+    results = tmp_path / "res"
+    code = cli.cmd_testday(_args("--farm", str(fake.farm), "--tester", "T", "--health", "none",
+                                 "--results", str(results), "--xen-source", "rc.tar.gz",
+                                 "--xen-config", "debug"))
+    assert code == 0
+    assert built == [("arm32", "rc.tar.gz", ("debug",)), ("arm64", "rc.tar.gz", ("debug",))]
+    booted = {r.target: r.info["image_set_env"] for r in list_runs(results)}
+    assert booted == {"pass-a": str(tmp_path / "set-arm64"), "pass-b": str(tmp_path / "set-arm64"),
+                      "pass-c": str(tmp_path / "set-arm32")}

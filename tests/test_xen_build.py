@@ -143,8 +143,8 @@ def test_a_hypervisor_without_its_tools_is_refused_and_diagnosed(tmp_path):
 # --------------------------------------------------------------------------- bad inputs
 
 @pytest.mark.parametrize("case", ["not-a-tree", "not-a-tarball", "unknown-fragment",
-                                  "unknown-symbol", "missing-cross-compiler", "config-needs-source",
-                                  "unknown-fix"])
+                                  "unknown-symbol", "missing-cross-compiler", "missing-dev-package",
+                                  "config-needs-source", "unknown-fix"])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, case):
     args = ["images", "build", "--arch", "arm64"]
     if case == "not-a-tree":
@@ -170,6 +170,13 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, case):
         manifest.write_text(text)
         args += ["--manifest", str(manifest), "--xen-source", "debian"]
         needles = ["nowhere-linux-gnu-gcc not found", "gcc-nowhere-linux-gnu"]
+    elif case == "missing-dev-package":
+        text = manifest_path("arm64").read_text().replace('"libbz2-dev:arm64"]',
+                                                          '"libbz2-dev:arm64", "libxenlab-nope-dev:arm64"]')
+        manifest = tmp_path / "arm64.yaml"
+        manifest.write_text(text)
+        args += ["--manifest", str(manifest), "--xen-source", "debian"]
+        needles = ["missing build packages: libxenlab-nope-dev:arm64", "apt-get install"]
     elif case == "config-needs-source":
         args += ["--xen-config", "debug"]
         needles = ["--xen-source"]
@@ -231,9 +238,11 @@ def test_psr_mode_redefinition_is_explained_and_fixed_only_on_request(xen_git):
     # What an old glibc's <asm/ptrace.h> did (seed §14.1): its PSR_MODE_* come first.
     (tree / "xen" / "include" / "xen" / "glibc_ptrace.h").write_text(
         "/* As glibc's asm/ptrace.h before Linaro bug #1169164. */\n"
+        "#ifndef GLIBC_PTRACE_H\n#define GLIBC_PTRACE_H\n"
         + "".join(f"#define PSR_MODE_{m} 0x{v:08x}\n" for m, v in
                   (("EL3h", 0xd), ("EL3t", 0xc), ("EL2h", 9), ("EL2t", 8), ("EL1h", 5),
-                   ("EL1t", 4), ("EL0t", 0))))
+                   ("EL1t", 4), ("EL0t", 0)))
+        + "#endif\n")
     config_h = tree / "xen" / "include" / "xen" / "config.h"
     original = config_h.read_text()
     config_h.write_text('#include "glibc_ptrace.h"\n' + original)  # ahead of Xen's own
