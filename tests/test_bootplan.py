@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xenlab.plan.profile import boards_dir, load_profile
+from xenlab.plan.profile import boards_dir, list_boards, load_profile
 from xenlab.plan.bootplan import ALIGN, SCRIPT_SLOT, BootPlan, DomUSpec
 from xenlab.plan.dtb import resolve_dtb
 from xenlab.errors import XenlabError
@@ -429,3 +429,31 @@ def test_table_lists_every_placement(tmp_path, qemu64, dtb64):
     assert [r[0] for r in rows] == [p.role for p in plan.placements]
     for row, p in zip(rows, plan.placements):
         assert row[1:4] == [p.filename, f"{p.addr:#x}", f"{p.end:#x}"] and row[-1] == p.sha256[:12]
+
+
+@pytest.mark.parametrize("name", list_boards())
+def test_every_profiles_offline_dtb_reads_back_with_libfdt(tmp_path, name):
+    """Every DTB xenlab writes is read back by libfdt (fdtget), as U-Boot and Xen read it.
+
+    Real boards' /chosen often has children already (cubieboard2's framebuffers): the new
+    properties must come before them, or libfdt never finds them.
+    """
+    from xenlab.plan.prepare import prepare
+
+    prepared = prepare(name)
+    out = prepared.plan.offline_dtb(tmp_path / f"{name}.dtb")
+
+    def fdtget(*args):
+        proc = subprocess.run(["fdtget", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, (name, args, proc.stderr)
+        return proc.stdout.strip()
+
+    assert fdtget(str(out), "/chosen", "xen,xen-bootargs") == prepared.plan.xen_bootargs
+    assert fdtget(str(out), "/chosen", "xen,dom0-bootargs") == prepared.plan.dom0_bootargs
+    assert fdtget("-t", "x", str(out), "/chosen", "#address-cells") == "2"
+    for role in ("dom0-kernel", "dom0-ramdisk"):
+        placed = prepared.plan.placement(role)
+        node = f"/chosen/module@{placed.addr:x}"
+        reg = [int(w, 16) for w in fdtget("-t", "x", str(out), node, "reg").split()]
+        assert reg == [placed.addr >> 32, placed.addr & 0xFFFFFFFF, 0, placed.size]
+        assert "multiboot,module" in fdtget(str(out), node, "compatible")

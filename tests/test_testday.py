@@ -378,7 +378,7 @@ def test_a_release_candidate_is_built_once_per_arch_and_booted_by_every_board(fa
         built.append((arch, kw["xen_source"], tuple(kw["xen_config"])))
         return SimpleNamespace(dir=tmp_path / f"set-{arch}", xen={
             "version": "4.21.0-rc3", "config": "debug", "changeset": "xen-4.21.0-rc3.tar.gz"})
-    monkeypatch.setattr(cli, "build_image_set", build)
+    monkeypatch.setattr(runner, "build_image_set", build)
     monkeypatch.setattr(cli, "load_farm", lambda path: SimpleNamespace(select=lambda names: [
         FarmTarget("pass-a", "qemu-virt-arm64", "arm64", frozenset(), None),
         FarmTarget("pass-b", "qemu-virt-arm64", "arm64", frozenset(), None),

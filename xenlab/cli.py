@@ -7,30 +7,26 @@ A user's mistake is one line naming the file, key and value, never a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from labgrid import Environment
 
-from .errors import Severity, StageFailure, Status, XenlabError
+from .errors import Severity, Status, XenlabError
 from .images import checks, debs
 from .images.imageset import OVERRIDABLE, ImageSet, build_image_set
 from .images.manifest import ARCHES, manifest_path, pin_manifest
-from .lab import places, services
+from .lab import services
 from .plan.doctor import doctor
 from .plan.prepare import boot_files, image_set_for, prepare
 from .plan.profile import list_boards, load_profile
 from .reports import dashboard, nightly, testday
 from .run import compare
 from .run.farmfile import load_farm
-from .run.health import HEALTH_DEPTHS, HEALTH_UNAVAILABLE, health_check, mark_unavailable
+from .run.health import HEALTH_DEPTHS, HEALTH_UNAVAILABLE, gate
 from .run.junit import format_run
 from .run.record import RunRecord, default_results_dir, list_runs
-from .run.runner import finished_records, run_farm
+from .run.runner import candidate_sets, finished_records, run_farm
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -175,7 +171,8 @@ def cmd_testday(args, log=print) -> int:
         raise XenlabError(f"--tester {args.tester!r}: name who ran the tests")
     targets = load_farm(args.farm).select(target_list(args.targets))
     results = Path(args.results)
-    image_sets = _candidate_sets(args, targets, log)
+    image_sets = candidate_sets(targets, args.xen_source, args.xen_config, log=log,
+                                build_log=_stderr)
     log(f"Test Day: {len(targets)} board(s) from {args.farm}, tester {args.tester}, "
         f"results in {results}")
     runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs,
@@ -197,23 +194,6 @@ def cmd_testday(args, log=print) -> int:
     if interrupted:
         return 130
     return 0 if all(r.verdict is Status.PASS for r in records) and len(records) == len(runs) else 1
-
-
-def _candidate_sets(args, targets, log) -> dict:
-    """A release candidate (--xen-source) built once per arch: arch -> image set directory."""
-    if not args.xen_source:
-        if args.xen_config:
-            raise XenlabError("--xen-config configures a build: add --xen-source",
-                              where="--xen-config")
-        return {}
-    sets = {}
-    for arch in sorted({t.arch for t in targets}):
-        image_set = build_image_set(arch, xen_source=args.xen_source, xen_config=args.xen_config,
-                                    log=_stderr)
-        log(f"Xen under test ({arch}): {image_set.xen['version']} {image_set.xen['config']} "
-            f"({image_set.xen['changeset']}), image set {image_set.dir.name}")
-        sets[arch] = image_set.dir
-    return sets
 
 
 def cmd_nightly(args, log=print) -> int:
@@ -244,20 +224,8 @@ def cmd_nightly(args, log=print) -> int:
 
 def cmd_health(args) -> int:
     """Exit 0: healthy, nothing written. Exit 3: unavailable, its ERROR record written."""
-    farm_target = load_farm(args.farm).target(args.target)
-    env = Environment(args.farm)
-    try:
-        lease = places.acquire_place(farm_target.place, places.coordinator_address(env=env),
-                                     args.place_wait) \
-            if farm_target.place else contextlib.nullcontext()
-        with lease:
-            record = health_check(env.get_target(args.target), args.depth, args.results,
-                                  args.tester, run_id=args.run_id)
-    except places.FarmError as exc:  # the place itself is the lab's failure
-        record = mark_unavailable(args.results, args.target,
-                                  StageFailure("place", "ERROR", exc.classification, str(exc)),
-                                  depth=args.depth, profile=farm_target.profile,
-                                  tester=args.tester, run_id=args.run_id)
+    record = gate(load_farm(args.farm).target(args.target), Environment(args.farm), args.depth,
+                  args.results, args.tester, run_id=args.run_id, place_wait=args.place_wait)
     if record is None:
         print(f"{args.target}: healthy ({args.depth})")
         return 0
@@ -267,23 +235,11 @@ def cmd_health(args) -> int:
 
 def cmd_bench(args) -> int:
     """The bench's atftpd, and the LG_BENCH_* variables bench.yaml reads."""
-    state = Path(args.dir).resolve()
-    pidfile = state / "atftpd.pid"
     if args.action == "down":
-        subprocess.run([str(REPO / "scripts" / "bench-qemu"), "off", "--state", str(state)],
-                       check=False)
-        if pidfile.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
-            pidfile.unlink()
+        services.bench_down(Path(args.dir), REPO / "scripts" / "bench-qemu")
         return 0
-    addr = services.free_tftp_address()
-    svc = services.start_atftpd(state / "tftp", addr, state / "atftpd.log")
-    pidfile.write_text(str(svc.proc.pid))
-    print(f"export LG_BENCH_SERIAL=127.0.0.1:{services.free_port()}")
-    print(f"export LG_BENCH_STATE={state}")
-    print(f"export LG_BENCH_TFTP_DIR={state / 'tftp'}")
-    print(f"export LG_BENCH_TFTP_ADDR={addr}")
+    for name, value in services.bench_up(Path(args.dir)).items():
+        print(f"export {name}={value}")
     return 0
 
 

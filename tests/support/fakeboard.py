@@ -331,7 +331,6 @@ class FakeBoard:
 
 
 if __name__ == "__main__":  # power: `fakeboard.py poke PORT on|off` (ExternalPowerDriver)
-    import sys
 
     _, verb, port, what = sys.argv
     assert verb == "poke" and what in ("on", "off")

@@ -142,6 +142,7 @@ def pin_manifest(path: Path, query) -> list[str]:
     path = Path(path)
     m = load_manifest(path)
     yaml = YAML()  # round-trip mode
+    yaml.preserve_quotes = True
     yaml.width = 4096  # one package a line, as written
     yaml.indent(mapping=2, sequence=4, offset=2)  # "  - item", as the manifests are laid out
     doc = yaml.load(path.read_text())

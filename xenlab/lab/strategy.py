@@ -51,7 +51,7 @@ BELOW = {
 
 # What each stage waits for, in order. The ready marker comes from the image set.
 STAGE_MARKERS = {
-    "xen": [("xen-banner", r"Xen version (\d+\.\d+[^\s(]*)"),
+    "xen": [("xen-banner", r"Xen version (\d+\.\d+[^\s(]*)\s"),  # \s: the version is whole
             ("dom0-loading", r"\*\*\* LOADING DOMAIN 0 \*\*\*")],
     "dom0": [("dom0-linux", r"Booting Linux on physical CPU"),
              ("dom0-ready", "{ready}")],

@@ -70,10 +70,20 @@ def read_dtb(path: Path, what: str | None = None) -> Fdt:
 
 
 def set_prop(node: FdtNode, prop) -> None:
-    """Add or replace a property (what U-Boot's `fdt set` does)."""
+    """Add or replace a property (what U-Boot's `fdt set` does).
+
+    Properties go before the node's subnodes: libfdt stops looking for a
+    property at the first subnode, so one appended after them is invisible
+    to U-Boot, Xen and `fdtget` (a /chosen with children, common on real boards).
+    """
     with contextlib.suppress(ValueError):
         node.remove(prop.get_name())
-    node.append(prop)
+    first_child = next((i for i, item in enumerate(node.subdata) if isinstance(item, FdtNode)),
+                       None)
+    if first_child is None:
+        node.append(prop)
+    else:
+        node.insert(first_child, prop)
 
 
 # --------------------------------------------------------------------------- resolving

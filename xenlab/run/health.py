@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import StageFailure, XenlabError
+from ..lab import places
 from ..lab.failures import stage_failure
 from .record import RunRecord, default_results_dir
 
@@ -84,3 +85,19 @@ def mark_unavailable(root: Path | str, target: str, failure: StageFailure, *,
     record.finish("ERROR", f"health check to {depth} failed: {failure.classification}: "
                            f"{failure.message}", classification="health-check-failed")
     return record
+
+
+def gate(farm_target, env, depth: str, results, tester: str, run_id: str | None = None,
+         place_wait: float = 60.0) -> RunRecord | None:
+    """The health gate for one farm target (holding its place if it has one); see health_check."""
+    try:
+        lease = places.acquire_place(farm_target.place, places.coordinator_address(env=env),
+                                     place_wait) if farm_target.place else contextlib.nullcontext()
+        with lease:
+            return health_check(env.get_target(farm_target.name), depth, results, tester,
+                                run_id=run_id)
+    except places.FarmError as exc:  # the place itself is the lab's failure
+        return mark_unavailable(results, farm_target.name,
+                                StageFailure("place", "ERROR", exc.classification, str(exc)),
+                                depth=depth, profile=farm_target.profile, tester=tester,
+                                run_id=run_id)

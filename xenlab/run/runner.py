@@ -27,6 +27,7 @@ from rich.text import Text
 
 from ..errors import Status, XenlabError
 from ..lab.signals import sigterm_as_interrupt
+from ..images.imageset import build_image_set
 from .farmfile import FarmTarget
 from .health import HEALTH_UNAVAILABLE
 from .record import RunRecord, new_run_id, safe_name
@@ -311,3 +312,21 @@ def finished_records(runs: Sequence[TargetRun], *, aborted: bool = True) -> list
                 (aborted or record.verdict is not Status.ABORTED):
             out.append(record)
     return out
+
+
+def candidate_sets(targets, xen_source: str | None, xen_config=(), log=print,
+                   build_log=lambda m: None) -> dict:
+    """A release candidate (--xen-source) built once per arch: arch -> image set directory."""
+    if not xen_source:
+        if xen_config:
+            raise XenlabError("--xen-config configures a build: add --xen-source",
+                              where="--xen-config")
+        return {}
+    sets = {}
+    for arch in sorted({t.arch for t in targets}):
+        image_set = build_image_set(arch, xen_source=xen_source, xen_config=xen_config,
+                                    log=build_log)
+        log(f"Xen under test ({arch}): {image_set.xen['version']} {image_set.xen['config']} "
+            f"({image_set.xen['changeset']}), image set {image_set.dir.name}")
+        sets[arch] = image_set.dir
+    return sets
