@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -211,18 +212,25 @@ def xen_git(tmp_path_factory):
 
 def test_a_tree_builds_then_rebuilds_one_changed_file_in_place(xen_git):
     tree, git = xen_git
+    version_c = tree / "xen" / "common" / "version.c"
+    original = version_c.read_text()
+
+    def mark(tag: str) -> str:  # new content each run: this tree's work directory builds it
+        marker = f"xenlab-{tag}-{secrets.token_hex(4)}"
+        version_c.write_text(original + f'\nconst char xenlab_marker[] __used = "{marker}";\n')
+        return marker
+
+    mark("first")
     first = built_set(xenlab("images", "build", "--arch", "arm64", "--xen-source", str(tree)))
     assert first.xen["kind"] == "git" and first.xen["changeset"]  # git describe --always
-    version_c = tree / "xen" / "common" / "version.c"
-    version_c.write_text(version_c.read_text() +
-                         '\nconst char xenlab_marker[] __used = "xenlab-one-file-change";\n')
+    marker = mark("one-file-change")
     proc = xenlab("images", "build", "--arch", "arm64", "--xen-source", str(tree))
     second = built_set(proc)
     assert "1 file(s) changed" in proc.stderr  # the same work directory, one file synced
     assert second.xen["changeset"].endswith("-dirty") and second.dir != first.dir
-    assert b"xenlab-one-file-change" in second.path("xen").read_bytes()
+    assert marker.encode() in second.path("xen").read_bytes()
 
-    version_c.write_text(version_c.read_text() + "\nthis is not C;\n")
+    version_c.write_text(original + "\nthis is not C;\n")
     before = cache_entries()
     broken = xenlab("images", "build", "--arch", "arm64", "--xen-source", str(tree))
     line = one_error_line(broken, "hypervisor build (make dist-xen) failed", "log: ")
