@@ -63,6 +63,15 @@ def one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
     return errors[0]
 
 
+def variant(tmp_path: Path, old: str, new: str) -> str:
+    """The arm64 manifest with one text replaced, as a file to pass to --manifest."""
+    text = manifest_path("arm64").read_text()
+    assert old in text
+    manifest = tmp_path / "arm64.yaml"
+    manifest.write_text(text.replace(old, new))
+    return str(manifest)
+
+
 def cache_entries() -> set[str]:
     root = cache_root()
     return {f"{d}/{p.name}" for d in ("sets", "xen-builds") if (root / d).is_dir()
@@ -165,18 +174,13 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, case):
         args += ["--xen-source", "debian", "--xen-config", str(fragment)]
         needles = ["unknown Kconfig symbol CONFIG_XENLAB_NO_SUCH_OPTION", f"{fragment}:2"]
     elif case == "missing-cross-compiler":
-        text = manifest_path("arm64").read_text().replace("triplet: aarch64-linux-gnu",
-                                                          "triplet: nowhere-linux-gnu")
-        manifest = tmp_path / "arm64.yaml"
-        manifest.write_text(text)
-        args += ["--manifest", str(manifest), "--xen-source", "debian"]
+        args += ["--manifest", variant(tmp_path, "triplet: aarch64-linux-gnu",
+                                       "triplet: nowhere-linux-gnu"), "--xen-source", "debian"]
         needles = ["nowhere-linux-gnu-gcc not found", "gcc-nowhere-linux-gnu"]
     elif case == "missing-dev-package":
-        text = manifest_path("arm64").read_text().replace('"libbz2-dev:arm64"]',
-                                                          '"libbz2-dev:arm64", "libxenlab-nope-dev:arm64"]')
-        manifest = tmp_path / "arm64.yaml"
-        manifest.write_text(text)
-        args += ["--manifest", str(manifest), "--xen-source", "debian"]
+        args += ["--manifest", variant(tmp_path, '"libbz2-dev:arm64"]',
+                                       '"libbz2-dev:arm64", "libxenlab-nope-dev:arm64"]'),
+                 "--xen-source", "debian"]
         needles = ["missing build packages: libxenlab-nope-dev:arm64", "apt-get install"]
     elif case == "config-needs-source":
         args += ["--xen-config", "debug"]

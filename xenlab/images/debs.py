@@ -61,12 +61,7 @@ def _download(missing: list[DebPackage], suite: str | None, where: str) -> None:
         with tempfile.TemporaryDirectory(prefix=".dl-", dir=debs) as tmp:
             # apt drops privileges to _apt for downloads; let it write here.
             os.chmod(tmp, 0o777)
-            specs = [p.spec for p in missing]
-            if suite:
-                proc = PrivateApt(suite, missing[0].arch).download(specs, Path(tmp))
-            else:
-                proc = subprocess.run(["apt-get", "download", "-q", *specs],
-                                      cwd=tmp, capture_output=True, text=True)
+            proc = _apt_download([p.spec for p in missing], missing[0].arch, suite, Path(tmp))
             if proc.returncode != 0:
                 raise XenlabError(f"apt-get download failed: {apt_error(proc.stderr)}"
                                   " (is the version still in the archive? run `apt-get update`;"
@@ -86,6 +81,15 @@ def _download(missing: list[DebPackage], suite: str | None, where: str) -> None:
                 except OSError as exc:
                     raise disk_error(exc, pkg.deb_path()) from None
                 Downloads.count += 1
+
+
+def _apt_download(specs: list[str], arch: str, suite: str | None,
+                  dest: Path) -> subprocess.CompletedProcess:
+    """`apt-get download` into `dest`: the host's apt, or a foreign suite's private one."""
+    if suite:
+        return PrivateApt(suite, arch).download(specs, dest)
+    return subprocess.run(["apt-get", "download", "-q", *specs], cwd=dest, capture_output=True,
+                          text=True)
 
 
 def _find_deb(got: dict[str, Path], pkg: DebPackage) -> Path | None:
@@ -125,11 +129,7 @@ def query_candidate(name: str, arch: str, suite: str | None = None) -> tuple[str
     """The version apt would download now and the sha256 of that .deb (for `images pin`)."""
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o777)
-        if suite:
-            proc = PrivateApt(suite, arch).download([f"{name}:{arch}"], Path(tmp))
-        else:
-            proc = subprocess.run(["apt-get", "download", "-q", f"{name}:{arch}"], cwd=tmp,
-                                  capture_output=True, text=True)
+        proc = _apt_download([f"{name}:{arch}"], arch, suite, Path(tmp))
         if proc.returncode != 0:
             raise XenlabError(f"apt-get download {name}:{arch} failed: {apt_error(proc.stderr)}")
         (deb,) = Path(tmp).glob("*.deb")

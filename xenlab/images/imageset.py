@@ -181,7 +181,7 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
     return ImageSet.open(final)
 
 
-def _branch(version: str) -> str:
+def xen_line(version: str) -> str:
     """'4.20.5-pre' -> '4.20': Xen's domctl/sysctl interfaces are stable within a line only."""
     return ".".join(re.split(r"[.-]", version)[:2])
 
@@ -214,7 +214,7 @@ def _xen_facts(m: Manifest, build, checked: dict, allow_mismatch: bool) -> dict:
                               "binary)", where="--xen")
         xen.update(version=version, changeset=None, config="override", source=str(path),
                    kind="override")
-        if _branch(version) != _branch(tools):  # the domctl interface is per release line
+        if xen_line(version) != xen_line(tools):  # the domctl interface is per release line
             if not allow_mismatch:
                 raise XenlabError(f"{path} is Xen {version} but the set's Dom0 toolstack is Xen "
                                   f"{tools}: a hypervisor needs the tools of its own version "

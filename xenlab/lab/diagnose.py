@@ -17,6 +17,7 @@ from pathlib import Path
 from pexpect import TIMEOUT
 
 from ..images.cache import atomic_write
+from ..images.imageset import xen_line
 from ..console_text import clean
 
 DEBUG_KEYS = "hqr0"  # help, domain info, run queues, dump registers of all CPUs
@@ -54,17 +55,13 @@ TOOLSTACK_SIGNATURE = re.compile(r"domain creation fail: Permission denied|"
                                  r"libxl: error: .*(?:version|Permission denied)")
 
 
-def _branch(version: str) -> str:
-    return ".".join(re.split(r"[.-]", version)[:2])
-
-
 def toolstack_mismatch(hypervisor: str | None, tools: str | None, text: str) -> str | None:
     """Why `xl` fails when the hypervisor and the Dom0 toolstack are of different Xens, or None.
 
     The versions decide when both are known (the console's banner, the image set's
     tools); otherwise the signature in what `xl` printed does.
     """
-    differ = bool(hypervisor and tools and _branch(hypervisor) != _branch(tools))
+    differ = bool(hypervisor and tools and xen_line(hypervisor) != xen_line(tools))
     if not differ and not TOOLSTACK_SIGNATURE.search(text):
         return None
     versions = f"hypervisor Xen {hypervisor}, Dom0 toolstack Xen {tools}" if differ else \
