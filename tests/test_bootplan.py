@@ -457,3 +457,24 @@ def test_every_profiles_offline_dtb_reads_back_with_libfdt(tmp_path, name):
         reg = [int(w, 16) for w in fdtget("-t", "x", str(out), node, "reg").split()]
         assert reg == [placed.addr >> 32, placed.addr & 0xFFFFFFFF, 0, placed.size]
         assert "multiboot,module" in fdtget(str(out), node, "compatible")
+
+
+@pytest.mark.parametrize("cmdline", ["<0x1 0x2> console=hvc0", "[00 11] console=hvc0"])
+def test_a_command_line_starting_with_cells_or_bytes_syntax_stays_a_string(tmp_path, qemu64,
+                                                                           dtb64, cmdline):
+    """U-Boot's `fdt set` reads a value starting with `<` as cells and `[` as bytes, quoted or not.
+
+    Both renderings carry the same string with a leading blank, so U-Boot and
+    the offline DTB store a string, and libfdt reads it back as one.
+    """
+    path = variant(tmp_path, "qemu-virt-arm64", lambda d: d["dom0"].update(cmdline=cmdline))
+    plan = BootPlan.build(load_profile(path), images(tmp_path), dtb64)
+    sets = [c for c in plan.uboot_commands() if "xen,dom0-bootargs" in c or " bootargs " in c]
+    assert sets and all(f'" {cmdline}"' in c for c in sets), sets
+    out = plan.offline_dtb(tmp_path / "out.dtb")
+    got = subprocess.run(["fdtget", "-t", "s", str(out), "/chosen", "xen,dom0-bootargs"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert got == cmdline
+    raw = subprocess.run(["fdtget", "-t", "bi", str(out), "/chosen", "xen,dom0-bootargs"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert raw[-1] == "0" and raw[0] == str(ord(" "))  # NUL-terminated text, not cells

@@ -270,3 +270,23 @@ def test_dtb_summary_agrees_with_fdtget(name):
     assert any(line.startswith(f"CPUs: {len(cpus)} ") for line in lines)
     assert ("PSCI: none" in lines) == ("psci" not in subnodes(dtb, "/"))
     assert ("serial aliases: no /aliases node" in lines) == ("aliases" not in subnodes(dtb, "/"))
+
+
+def test_doctor_names_init_commands_that_are_not_set_up_commands(tmp_path):
+    data = yaml.safe_load((boards_dir() / "qemu-virt-arm64.yaml").read_text())
+    data["uboot"]["init_commands"] = ["dhcp", {"command": "setenv a 1; reset", "raw": True},
+                                      "mw.l 0x40000000 0 1"]
+    path = tmp_path / "chained.yaml"
+    path.write_text(yaml.safe_dump(data))
+    found = [f for f in doctor(load_profile(path)) if f.code == "uboot-init-command"]
+    assert len(found) == 2 and "runs reset," in found[0].message and "runs mw.l," in found[1].message
+    assert "uboot.init_commands[1]" in found[0].message and "uboot.init_commands[2]" in found[1].message
+
+
+def test_doctor_refuses_a_dom0_larger_than_the_free_ram(tmp_path):
+    data = yaml.safe_load((boards_dir() / "qemu-virt-arm64.yaml").read_text())
+    data["dom0"]["memory_mb"] = 2048  # all of -m 2048, with U-Boot's relocation reserved
+    path = tmp_path / "big-dom0.yaml"
+    path.write_text(yaml.safe_dump(data))
+    (found,) = [f for f in doctor(load_profile(path)) if f.code == "dom0-memory-over-ram"]
+    assert found.severity.value == "error" and "key 'dom0.memory_mb': 2048 MiB" in found.message

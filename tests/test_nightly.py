@@ -195,7 +195,7 @@ def test_cmd_runs_the_farm_and_compares_with_the_night_before(tmp_path, monkeypa
     script.write_text(FAKE)
     tonight = {"board-00": "PASS", "board-01": "FAIL"}  # board-02 not run: missing
     farm = [FarmTarget(b, "qemu-virt-arm64", "arm64", frozenset(), None) for b in tonight]
-    monkeypatch.setattr(cli, "load_farm", lambda path: SimpleNamespace(select=lambda names: farm))
+    monkeypatch.setattr(cli.commands, "load_farm", lambda path: SimpleNamespace(select=lambda names: farm))
     monkeypatch.setattr(runner, "pytest_command", lambda farm, target, res, tester, rid: [
         sys.executable, str(script), tonight[target], target, str(res), tester, rid])
     monkeypatch.setattr(runner, "POLL_S", 0.05)

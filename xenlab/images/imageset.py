@@ -22,10 +22,11 @@ from pathlib import Path
 import attr
 
 from ..errors import XenlabError
+from ..schema import validate
 from . import debs, kconfig, rootfs, xenbuild
 from .cache import build_aside, cache_root, sha256_bytes, sha256_file
 from .imageformat import image_format, xen_version
-from .manifest import Manifest, load_manifest, manifest_path
+from .manifest import ARCHES, Manifest, load_manifest, manifest_path
 from .rootfs import RECIPE_DIR
 
 # Bump when the build logic changes what a manifest produces.
@@ -53,6 +54,33 @@ class Artifact:
         return attr.asdict(self)
 
 
+_TEXT = {"type": "string"}
+_VERSIONS = {"type": "object", "required": ["hypervisor", "tools"],
+             "properties": {"hypervisor": _TEXT, "tools": _TEXT}}
+# manifest.json as readers use it: a set from a later or broken build is refused on open.
+SET_SCHEMA = {
+    "type": "object",
+    "required": ["arch", "artifacts", "image_format", "dom0_ready_marker", "domU_ready_marker"],
+    "properties": {
+        "arch": {"enum": list(ARCHES)},
+        "artifacts": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["name", "size", "sha256", "source"],
+            "properties": {"name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                           "size": {"type": "integer", "minimum": 0},
+                           "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                           "source": _TEXT, "path": _TEXT}}},
+        "image_format": _TEXT,
+        "dom0_ready_marker": {"type": "string", "minLength": 1},
+        "domU_ready_marker": {"type": "string", "minLength": 1},
+        "xen_version": _TEXT,
+        "xen": {"type": "object", "required": ["version"],
+                "properties": {"version": _TEXT, "tools_version": {"type": ["string", "null"]}}},
+        "toolstack_mismatch": {"oneOf": [{"type": "null"}, _VERSIONS]},
+    },
+}
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class ImageSet:
     """A built image set: a directory of artifacts described by manifest.json."""
@@ -62,12 +90,19 @@ class ImageSet:
 
     @classmethod
     def open(cls, directory: Path) -> "ImageSet":
-        path = Path(directory) / "manifest.json"
+        """The set in `directory`; a missing or invalid manifest.json is one XenlabError line."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise XenlabError("not an image set directory", where=str(directory))
+        path = directory / "manifest.json"
         try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise XenlabError(f"not an image set ({exc})", where=str(path)) from None
-        return cls(Path(directory), info)
+            info = json.loads(path.read_bytes())
+        except OSError as exc:
+            raise XenlabError(f"not an image set ({exc.strerror})", where=str(path)) from None
+        except (ValueError, RecursionError) as exc:
+            raise XenlabError(f"not valid JSON ({str(exc)[:120]})", where=str(path)) from None
+        validate(info, SET_SCHEMA, str(path))
+        return cls(directory, info)
 
     @property
     def arch(self) -> str:

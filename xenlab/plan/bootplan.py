@@ -28,10 +28,9 @@ from .chosen import DomUSpec, DtEdit, chosen_edits, edit_bytes, uboot_edit
 from .dtb import DtbInfo, read_dtb, set_prop
 from ..errors import XenlabError
 from ..images.imageformat import image_info
+from .layout import ALIGN, SCRIPT_SLOT, MiB  # noqa: F401  (the plan's units, for its readers)
+from .layout import align as _align, check_memory, human as _human, layout, place_script
 
-MiB = 1 << 20
-ALIGN = 2 * MiB  # arm64 Images must sit at a 2 MiB boundary; ImageBuilder aligns every file so
-SCRIPT_SLOT = 1 * MiB  # room kept for boot.scr at script_addr
 FDT_PAGE = 0x1000  # `fdt resize` ends the blob on a 4 KiB boundary
 FDT_RESIZE_RSV = 5 * 16  # ... after room for five /memreserve/ entries (fdt_shrink_to_minimum)
 FDT_BOOT_PAD = 0x3000  # booti/bootz then grow an in-place DTB by CONFIG_SYS_FDT_PAD for their fix-ups
@@ -40,17 +39,6 @@ ROLES = ("xen", "dom0-kernel", "dom0-ramdisk")
 # A load name is one word to U-Boot's shell and to a TFTP server.
 FILENAME_RE = re.compile(r"^[A-Za-z0-9._+,=@%~-]+$")
 DOMAIN_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
-
-
-def _align(value: int, to: int = ALIGN) -> int:
-    return (value + to - 1) // to * to
-
-
-def _human(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -145,9 +133,11 @@ class BootPlan:
             else:
                 spans[role] = size
 
-        script_addr = _place_script(profile, busy, script_addr)
+        script_addr = place_script(profile, busy, script_addr)
         busy.append(Region(script_addr, script_addr + SCRIPT_SLOT, "boot script slot"))
-        placed = _layout(profile, wanted, spans, busy, fixed or {}, script_addr + SCRIPT_SLOT)
+        placed = layout(profile, wanted, spans, busy, fixed or {}, script_addr + SCRIPT_SLOT)
+        # The files fit; now what Xen must give the guests at boot has to, too.
+        check_memory(profile, info, busy, spans["xen"], domus)
 
         by_role = {}
         for role, path in wanted:
@@ -305,74 +295,3 @@ def _fdt_content_size(path: Path) -> int:
     off_strings, = struct.unpack_from(">I", head, 12)
     size_strings, = struct.unpack_from(">I", head, 32)
     return off_strings + size_strings
-
-
-def _place_script(profile: BoardProfile, busy: list[Region], script_addr: int | None) -> int:
-    mem = profile.memory
-    if script_addr is not None:
-        end = script_addr + SCRIPT_SLOT
-        if script_addr < mem.start or end > mem.end:
-            raise XenlabError(f"boot plan: script address {script_addr:#x} lies outside memory "
-                              f"{mem.start:#x}-{mem.end:#x}", where=profile.where)
-        for r in busy:
-            if r.overlaps(script_addr, end):
-                raise XenlabError(f"boot plan: script address {script_addr:#x} overlaps reserved "
-                                  f"{r.start:#x}-{r.end:#x} ({r.why})", where=profile.where)
-        return script_addr
-    # ImageBuilder's choice: 2 MiB into RAM, past anything reserved there.
-    return _first_fit(mem.start + ALIGN, SCRIPT_SLOT, busy)
-
-
-def _first_fit(addr: int, span: int, busy) -> int:
-    addr = _align(addr)
-    moved = True
-    while moved:
-        moved = False
-        for r in busy:
-            if r.overlaps(addr, addr + span):
-                addr, moved = _align(r.end), True
-    return addr
-
-
-def _describe(role: str, path: Path) -> str:
-    return f"{role} '{path.name}'"
-
-
-def _layout(profile: BoardProfile, wanted, spans, busy: list[Region], fixed: Mapping[str, int],
-            cursor: int) -> dict[str, int]:
-    mem = profile.memory
-    roles = {role: path for role, path in wanted}
-    placed: dict[str, int] = {}
-    taken: list[tuple[Region, str]] = [(r, f"reserved {r.start:#x}-{r.end:#x} ({r.why})") for r in busy]
-
-    for role, addr in sorted(fixed.items(), key=lambda kv: kv[1]):
-        if role not in roles:
-            raise XenlabError(f"boot plan: fixed address for unknown role '{role}'")
-        what = _describe(role, roles[role])
-        end = addr + spans[role]
-        if addr % ALIGN:
-            raise XenlabError(f"boot plan: fixed address {addr:#x} for {what} is not 2 MiB aligned")
-        if addr < mem.start or end > mem.end:
-            raise XenlabError(f"boot plan: fixed address {addr:#x}-{end:#x} for {what} lies outside "
-                              f"memory {mem.start:#x}-{mem.end:#x}", where=profile.where)
-        for r, other in taken:
-            if r.overlaps(addr, end):
-                raise XenlabError(f"boot plan: fixed address {addr:#x}-{end:#x} for {what} overlaps {other}")
-        placed[role] = addr
-        taken.append((Region(addr, end, role), f"{what} at {addr:#x}-{end:#x}"))
-
-    regions = [r for r, _ in taken]
-    for i, (role, path) in enumerate(wanted):
-        if role in placed:
-            continue
-        addr = _first_fit(cursor, spans[role], regions)
-        if addr + spans[role] > mem.end:
-            left = [f"{_describe(r, p)} ({_human(spans[r])})" for r, p in wanted[i:] if r not in placed]
-            have = ", ".join(f"{r} {placed[r]:#x}-{placed[r] + spans[r]:#x}" for r in placed) or "nothing"
-            rsv = ", ".join(f"{r.start:#x}-{r.end:#x}" for r in busy) or "none"
-            raise XenlabError(f"not enough memory for {', '.join(left)}: RAM {mem.start:#x}-{mem.end:#x}, "
-                              f"reserved {rsv}, already placed {have}", where=profile.where)
-        placed[role] = addr
-        regions.append(Region(addr, addr + spans[role], role))
-        cursor = addr + spans[role]
-    return placed

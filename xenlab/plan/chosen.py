@@ -43,6 +43,17 @@ class DtEdit:
     value: tuple = ()
 
 
+def command_line(value: str) -> str:
+    """A command line as a DT string that U-Boot's `fdt set` keeps a string.
+
+    `fdt set` reads a value starting with `<` as cells and one starting with
+    `[` as bytes, quotes or not (seen on Debian's U-Boot 2023.01).  A leading
+    space makes it a string; Xen and Linux skip leading blanks.  Both
+    renderings, U-Boot's and the offline DTB, get the same bytes.
+    """
+    return " " + value if value[:1] in ("<", "[") else value
+
+
 def _cells64(value: int) -> tuple[int, int]:
     return (value >> 32, value & 0xFFFFFFFF)
 
@@ -62,6 +73,7 @@ def chosen_edits(by_role: Mapping, has_chosen: bool, xen_bootargs: str,
                   dom0_bootargs: str, domus: tuple[DomUSpec, ...]) -> list[DtEdit]:
     kernel = ("multiboot,kernel", "multiboot,module")
     ramdisk = ("multiboot,ramdisk", "multiboot,module")
+    xen_bootargs, dom0_bootargs = command_line(xen_bootargs), command_line(dom0_bootargs)
     edits = [] if has_chosen else [DtEdit("/chosen")]
     # Two cells each, as ImageBuilder sets: any module address and size fits.
     edits += [DtEdit("/chosen", "#address-cells", "words", (2,)),
@@ -82,7 +94,7 @@ def chosen_edits(by_role: Mapping, has_chosen: bool, xen_bootargs: str,
                   DtEdit(node, "cpus", "words", (d.cpus,))]
         if d.vpl011:
             edits.append(DtEdit(node, "vpl011", "empty"))
-        edits += _module(node, by_role[f"domu:{d.name}:kernel"], kernel, d.cmdline)
+        edits += _module(node, by_role[f"domu:{d.name}:kernel"], kernel, command_line(d.cmdline))
         if f"domu:{d.name}:ramdisk" in by_role:
             edits += _module(node, by_role[f"domu:{d.name}:ramdisk"], ramdisk, None)
     return edits

@@ -16,6 +16,7 @@ from typing import Iterable, Mapping
 from .profile import BoardProfile, DtbQemu
 from .bootplan import BootPlan
 from .dtb import CorruptDtb, DtbInfo, resolve_dtb
+from .layout import MiB, human, merged
 from ..errors import Finding, Severity, XenlabError
 from ..images.imageformat import BOOT_COMMAND_FORMAT, image_info
 
@@ -32,6 +33,7 @@ def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None 
     """
     findings: list[Finding] = []
     findings += _firmware(profile)
+    findings += _init_commands(profile)
     try:
         path = Path(dtb_path) if dtb_path is not None else resolve_dtb(profile)
         info = DtbInfo.load(path)
@@ -54,6 +56,31 @@ def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None 
 
 # --------------------------------------------------------------------------- firmware
 
+# What a board's U-Boot needs before loading: network, storage and environment
+# set-up.  Anything else (reset, bootm, go, mw, erase...) in init_commands
+# changes the board under the test, so the doctor names it.
+UBOOT_SETUP_COMMANDS = frozenset({
+    "setenv", "env", "printenv", "saveenv", "dhcp", "bootp", "rarpboot", "ping", "usb", "mmc",
+    "scsi", "sata", "nvme", "virtio", "pci", "ide", "sf", "mtd", "ubi", "dm", "part", "fatls",
+    "ls", "load", "fatload", "ext2load", "ext4load", "tftpb", "tftpboot", "fdt", "echo",
+    "sleep", "true", "test", "run", "net", "mii", "bdinfo", "version"})
+
+
+def _init_commands(profile: BoardProfile) -> list[Finding]:
+    out = []
+    for i, command in enumerate(profile.uboot.init_commands):
+        words = re.split(r"\s*;\s*", command.strip())
+        extra = sorted({w.split()[0] for w in words if w.split()} - UBOOT_SETUP_COMMANDS)
+        if extra:
+            out.append(Finding(W, "uboot-init-command",
+                               f"{profile.where}: key 'uboot.init_commands[{i}]': {command!r} runs "
+                               f"{', '.join(extra)}, not a set-up command",
+                               "init_commands prepare the network or storage before the boot plan "
+                               f"(allowed: {', '.join(sorted(UBOOT_SETUP_COMMANDS))}); check that "
+                               "it does not reset or change the board under the test"))
+    return out
+
+
 def _firmware(profile: BoardProfile) -> list[Finding]:
     if not profile.emulated:
         return [Finding(I, "nonsecure-hyp",
@@ -74,6 +101,24 @@ def _firmware(profile: BoardProfile) -> list[Finding]:
 # --------------------------------------------------------------------------- memory
 
 def _memory(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
+    return _dom0_memory(profile) + _memory_nodes(profile, info)
+
+
+def _dom0_memory(profile: BoardProfile) -> list[Finding]:
+    mem = profile.memory
+    usable = mem.end - mem.start - sum(r.end - r.start for r in merged(list(mem.reserved)))
+    if profile.dom0.memory_mb * MiB >= usable:
+        return [Finding(E, "dom0-memory-over-ram",
+                        f"{profile.where}: key 'dom0.memory_mb': {profile.dom0.memory_mb} MiB is not "
+                        f"below the board's usable RAM ({human(usable)} of {mem.start:#x}-{mem.end:#x} "
+                        "outside reserved regions)",
+                        "Xen cannot build Dom0 with more memory than is free and panics while "
+                        "constructing it; lower dom0_mem (seed §8.4)")]
+    return []
+
+
+def _memory_nodes(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
+    mem = profile.memory
     nodes = info.memory_nodes()
     if not nodes:
         return [Finding(W, "memory-node-missing", "the DTB has no /memory node",
@@ -85,7 +130,6 @@ def _memory(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
                         "the firmware or U-Boot must fill it in at boot (the Raspberry Pi firmware "
                         "and U-Boot's booti/bootz fix-up do); Xen takes RAM only from the DTB "
                         "(seed §6.1.3)")]
-    mem = profile.memory
     if not any(a <= mem.start and mem.end <= b for a, b in banks):
         shown = ", ".join(f"{a:#x}-{b:#x}" for a, b in banks)
         return [Finding(E, "memory-outside-dtb",

@@ -46,6 +46,7 @@ _INT = {"type": "integer", "minimum": 0}
 _TEXT = {"type": "string", "minLength": 1}
 _CMDLINE = {"type": "string"}
 _SECONDS = {"type": "number", "exclusiveMinimum": 0}
+_INIT_COMMAND = {"type": "string", "minLength": 1, "pattern": r"^[^\n\r]+$"}
 
 
 def _obj(properties: dict, required: list[str] | None = None, **extra) -> dict:
@@ -67,8 +68,9 @@ SCHEMA = _obj({
         "prompt": _TEXT,
         "autoboot": _TEXT,
         "interrupt": _TEXT,
-        "init_commands": {"type": "array", "items": {"type": "string", "minLength": 1,
-                                                     "pattern": r"^[^\n\r]+$"}},
+        "init_commands": {"type": "array", "items": {"oneOf": [_INIT_COMMAND, {
+            "type": "object", "additionalProperties": False, "required": ["command", "raw"],
+            "properties": {"command": _INIT_COMMAND, "raw": {"type": "boolean"}}}]}},
     }, required=["prompt", "autoboot", "interrupt"]),
     # tftpb / tftpboot, or a filesystem load: `load mmc 0:1`, `fatload usb 0:1`, `ext4load scsi 0:2`
     "load_command": {"type": "string", "pattern":
@@ -250,6 +252,18 @@ def load_profile(name_or_path: str | os.PathLike) -> BoardProfile:
     return _parse(path)
 
 
+def _init_commands(uboot: dict, fail) -> tuple[str, ...]:
+    """The commands typed before the boot plan's; `;` (two commands in one) needs `raw: true`."""
+    out = []
+    for i, entry in enumerate(uboot.get("init_commands", [])):
+        command, raw = (entry["command"], entry["raw"]) if isinstance(entry, dict) else (entry, False)
+        if ";" in command and not raw:
+            fail(f"uboot.init_commands[{i}]", f"{schema.show(command)} chains commands with ';': "
+                 "give each its own entry, or write {command: ..., raw: true}")
+        out.append(command)
+    return tuple(out)
+
+
 def _parse(path: Path) -> BoardProfile:
     where = display_path(path)
     data = schema.read_yaml(path, "board profile", where)
@@ -298,7 +312,7 @@ def _parse(path: Path) -> BoardProfile:
         arch=data["arch"], emulated=data["emulated"],
         memory=Memory(mem["start"], mem["end"], tuple(reserved)),
         uboot=UBoot(data["uboot"]["prompt"], data["uboot"]["autoboot"],
-                    data["uboot"]["interrupt"], tuple(data["uboot"].get("init_commands", []))),
+                    data["uboot"]["interrupt"], _init_commands(data["uboot"], fail)),
         load_command=data["load_command"], boot_command=data["boot_command"],
         boot_command_why=data["boot_command_why"], dtb=dtb,
         dtb_fixups=tuple(Fixup(f["disable"], f["why"]) for f in data.get("dtb_fixups", [])),

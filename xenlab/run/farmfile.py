@@ -19,6 +19,8 @@ from labgrid.exceptions import InvalidConfigError, NoConfigFoundError
 
 from ..errors import XenlabError
 from ..plan.profile import load_profile
+from ..schema import validate
+from .record import safe_name
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -73,19 +75,51 @@ def _classes(items) -> dict:
     return out
 
 
+_NAMED = {"type": ["object", "array", "null"],
+          "items": {"type": "object", "additionalProperties": {"type": ["object", "null"]}},
+          "additionalProperties": {"type": ["object", "null"]}}
+# The parts of a labgrid env xenlab reads, checked before labgrid builds anything from them.
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "targets": {"type": ["object", "null"], "additionalProperties": {
+            "type": ["object", "null"],
+            "properties": {"resources": _NAMED, "drivers": _NAMED,
+                           "options": {"type": ["object", "null"]},
+                           "features": {"type": ["array", "null"], "items": {"type": "string"}}}}},
+        "options": {"type": ["object", "null"]},
+        "imports": {"type": ["array", "null"], "items": {"type": "string"}},
+        "tools": {"type": ["object", "null"]},
+    },
+}
+
+
 def read_config(config: Config, path: Path | str, *, profiles: bool = True) -> Farm:
     """The farm in a loaded labgrid Config; with `profiles`, every profile is loaded and checked."""
+    validate(config.data, SCHEMA, str(path))
     targets = {}
     for name, data in (config.get_targets() or {}).items():
         drivers = _classes((data or {}).get("drivers"))
         if "XenStrategy" not in drivers:
             continue
+        # Run records and logs live under results/<target>/: the name must be a safe one.
+        try:
+            safe_name(str(name), "target")
+        except XenlabError as exc:
+            raise XenlabError(f"key 'targets.{name}': {exc}", where=str(path)) from None
         profile = drivers["XenStrategy"].get("board") or \
-            config.get_target_option(name, "xenlab_board", None)
+            ((data or {}).get("options") or {}).get("xenlab_board")
         if not profile:
-            raise XenlabError(f"target {name}: no board profile (options: xenlab_board)",
-                              where=str(path))
-        arch = load_profile(str(profile)).arch if profiles else None
+            raise XenlabError(f"key 'targets.{name}.options.xenlab_board': missing (the target's "
+                              f"board profile, boards/<name>.yaml)", where=str(path))
+        if profiles:
+            try:
+                arch = load_profile(str(profile)).arch
+            except XenlabError as exc:
+                raise XenlabError(f"key 'targets.{name}.options.xenlab_board': {profile!r}: {exc}",
+                                  where=str(path)) from None
+        else:
+            arch = None
         resources = _classes((data or {}).get("resources"))
         place = None
         if "RemotePlace" in resources:
@@ -93,6 +127,16 @@ def read_config(config: Config, path: Path | str, *, profiles: bool = True) -> F
         features = frozenset(map(str, (data or {}).get("features") or []))
         targets[name] = FarmTarget(name, str(profile), arch, features, place)
     return Farm(Path(path), config, targets)
+
+
+def _config_error(exc: Exception) -> str:
+    """labgrid's multi-line YAML complaint as one line with the line and column."""
+    cause = exc.__context__
+    mark = getattr(cause, "problem_mark", None)
+    if mark is not None:
+        problem = getattr(cause, "problem", None) or "invalid YAML"
+        return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())
 
 
 def load_farm(path: Path | str, *, profiles: bool = True) -> Farm:
@@ -103,7 +147,9 @@ def load_farm(path: Path | str, *, profiles: bool = True) -> Farm:
     try:
         config = Config(str(path))
     except (InvalidConfigError, NoConfigFoundError) as exc:
-        raise XenlabError(str(exc), where=str(path)) from None
+        raise XenlabError(_config_error(exc), where=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise XenlabError(f"cannot read the farm file: {exc}", where=str(path)) from None
     farm = read_config(config, path, profiles=profiles)
     if not farm.targets:
         raise XenlabError("no target with a XenStrategy driver", where=str(path))

@@ -8,8 +8,10 @@ with `--xenlab-target`), booted once per session and shared by every step.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from ..lab.diagnose import Diagnosis, toolstack_mismatch
 from ..lab.monitors import parse_console_facts
 from ..lab.signals import install_sigterm_as_interrupt
 from ..lab.failures import stage_failure
-from .farmfile import Farm, read_config
+from .farmfile import Farm, load_farm, read_config
 from .junit import format_run
 from .known_issues import failure_text, load_known_issues, match as match_known_issue
 from .record import RunRecord, default_results_dir
@@ -48,10 +50,35 @@ def pytest_addoption(parser):
                     help="known-issues file (default: boards/known-issues.yaml)")
     group.addoption("--xenlab-run-id", default=os.environ.get("XENLAB_RUN_ID"),
                     help="run id (default: time-based, unique)")
-    group.addoption("--xenlab-place-wait", type=float,
-                    default=float(os.environ.get("XENLAB_PLACE_WAIT") or 60),
+    group.addoption("--xenlab-place-wait", type=_seconds,
+                    default=os.environ.get("XENLAB_PLACE_WAIT") or "60",
                     help="seconds to wait for a RemotePlace target's place held by someone "
                          "else (default 60)")
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        # ArgumentTypeError: argparse prints this message, naming the option, not "invalid value".
+        raise argparse.ArgumentTypeError(f"{value!r}: not a number of seconds")
+    return number
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Check the farm file before labgrid loads it: one line and exit 2, not an INTERNALERROR."""
+    lg_env = getattr(config.option, "lg_env", None) or os.environ.get("LG_ENV")
+    if lg_env is None:
+        return None
+    try:
+        load_farm(lg_env)  # with every target's profile
+    except XenlabError as exc:
+        print(f"xenlab: error: {exc}", file=sys.stderr)
+        return 2
+    return None
 
 
 def _env(config):

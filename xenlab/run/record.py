@@ -28,14 +28,13 @@ import attr
 from ..errors import Status, XenlabError
 from ..images.cache import atomic_write
 from .junit import junit_report
+from .recordschema import NAME_PATTERN, SCHEMA_VERSION, check_record
 from .steps import STEP_RESULTS, Step, compute_verdict, now
 
 if TYPE_CHECKING:
     from .known_issues import KnownIssue
 
-SCHEMA_VERSION = 2  # 2: "target" and "profile" (1 had "board", the target's name)
-READABLE_SCHEMAS = (1, 2)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(NAME_PATTERN)
 
 
 def default_results_dir() -> Path:
@@ -286,25 +285,18 @@ class RunRecord:
         path = Path(path)
         file = path / "run.json" if path.is_dir() else path
         try:
-            d = json.loads(file.read_text())
+            d = json.loads(file.read_bytes())
         except OSError as e:
             raise XenlabError(f"cannot read run record: {e.strerror}", where=str(file)) from None
-        except ValueError as e:
-            raise XenlabError(f"not a valid run record ({e})", where=str(file)) from None
-        if not isinstance(d, dict) or d.get("schema") not in READABLE_SCHEMAS:
-            raise XenlabError(f"unknown run record schema {d.get('schema') if isinstance(d, dict) else None!r}"
-                              f" (this xenlab reads {', '.join(map(str, READABLE_SCHEMAS))})",
-                              where=str(file))
-        if d["schema"] == 1:  # "board" was the target's name; the profile sat in info
-            profile = (d.get("info") or {}).get("board_profile")
-        else:
-            profile = d.get("profile")
-        record = cls(path=file.parent, target=d["target"], profile=profile, run_id=d["run_id"],
-                   arch=d["arch"], tester=d["tester"], host=d["host"], start_time=d["start"],
-                   end_time=d.get("end"), info=d.get("info") or {},
-                   steps=[Step.from_dict(s) for s in d.get("steps", [])],
-                   verdict=Status(d["verdict"]), verdict_reason=d.get("verdict_reason", ""),
-                   classification=d.get("classification"), harness_pid=d.get("harness_pid"))
+        except (ValueError, RecursionError) as e:
+            raise XenlabError(f"not a valid run record ({str(e)[:120]})", where=str(file)) from None
+        d = check_record(d, str(file))
+        record = cls(path=file.parent, target=d["target"], profile=d.get("profile"),
+                     run_id=d["run_id"], arch=d["arch"], tester=d.get("tester"), host=d["host"],
+                     start_time=d["start"], end_time=d.get("end"), info=d.get("info") or {},
+                     steps=[Step.from_dict(s) for s in d.get("steps", [])],
+                     verdict=Status(d["verdict"]), verdict_reason=d.get("verdict_reason", ""),
+                     classification=d.get("classification"), harness_pid=d.get("harness_pid"))
         if record.verdict is Status.RUNNING and record.orphaned():
             # The writer was killed (SIGKILL, OOM, power): say so instead of RUNNING forever.
             record.verdict = Status.ABORTED
@@ -329,23 +321,42 @@ class RunRecord:
         atomic_write(self.junit_xml, junit_report(self))
 
 
-def list_runs(root: Path | str | None = None, target: str | None = None) -> list[RunRecord]:
-    """Every readable run under root (or under one target), newest first."""
+@attr.s(frozen=True, auto_attribs=True)
+class Unreadable:
+    """A run directory whose run.json could not be read, and the one line that says why."""
+
+    path: Path
+    reason: str  # "results/t/r/run.json: key 'steps[0].status': 'BOGUS' is not one of ..."
+
+
+def scan_runs(root: Path | str | None = None,
+              target: str | None = None) -> tuple[list[RunRecord], list[Unreadable]]:
+    """Every run under root (or under one target), newest first, and those that could not be read.
+
+    Reports build everything they can and list the unreadable ones: one
+    truncated or hand-edited run.json must never take a report down.
+    """
     root = Path(root) if root is not None else default_results_dir()
     if target is not None:
         target_dirs = [root / safe_name(target, "target")]
     else:
         target_dirs = sorted(root.iterdir()) if root.is_dir() else []
-    runs = []
+    runs, unreadable = [], []
     for target_dir in target_dirs:
         if not NAME_RE.fullmatch(target_dir.name) or not target_dir.is_dir():
             continue
-        for run_dir in target_dir.iterdir():
+        for run_dir in sorted(target_dir.iterdir()):
             # A directory without run.json was created by a run killed in its first millisecond.
-            if NAME_RE.fullmatch(run_dir.name) and (run_dir / "run.json").is_file():
-                try:
-                    runs.append(RunRecord.load(run_dir))
-                except XenlabError:
-                    continue
+            if not NAME_RE.fullmatch(run_dir.name) or not (run_dir / "run.json").exists():
+                continue
+            try:
+                runs.append(RunRecord.load(run_dir))
+            except XenlabError as exc:
+                unreadable.append(Unreadable(run_dir, str(exc)))
     runs.sort(key=lambda r: (r.start_time, r.run_id), reverse=True)
-    return runs
+    return runs, unreadable
+
+
+def list_runs(root: Path | str | None = None, target: str | None = None) -> list[RunRecord]:
+    """Every readable run under root (or under one target), newest first."""
+    return scan_runs(root, target)[0]
