@@ -442,6 +442,19 @@ FARMS = {
     "unknown-template": ("targets:\n  x:\n    options: {xenlab_board: !template $LG_NOPE}\n"
                          "    drivers: {XenStrategy: {}}\n", "LG_NOPE"),
     "binary": (b"\xff\xfe\x00garbage", "farm"),
+    # Found by tests/test_fuzz.py: labgrid raises TypeError on a top-level string, only warns
+    # on a duplicate key (the second `options` wins), and a long board name was ENAMETOOLONG.
+    "top-level-string": ("just a string\n", "the farm file is the value 'just a string', not a mapping"),
+    "top-level-list": ("- a\n- b\n", "the farm file is a list, not a mapping"),
+    "options-int": ("options: 0\ntargets: {}\n", "key 'options': the value '0', not a mapping (line 1)"),
+    "options-empty": ("options:\ntargets: {}\n", "key 'options': the value '', not a mapping"),
+    "imports-string": ("imports: xenlab.lab.strategy\ntargets: {}\n",
+                       "key 'imports': the value 'xenlab.lab.strategy', not a list"),
+    "long-profile-name": ("targets:\n  x:\n    options: {xenlab_board: " + "a" * 300 + "}\n"
+                          "    drivers: {XenStrategy: {}}\n", "must match"),
+    "duplicate-key": ("targets:\n  x:\n    options: {xenlab_board: qemu-virt-arm64}\n"
+                      "    drivers: {XenStrategy: {}}\n    options: {xenlab_board: rpi4}\n",
+                      "key 'options' given twice in one mapping (line 5, column 5)"),
 }
 
 

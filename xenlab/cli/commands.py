@@ -194,21 +194,24 @@ def cmd_testday(args, log=print) -> int:
                                  health=args.health, image_sets=image_sets)
     # After Ctrl-C the runs it stopped have no result to post; a child that
     # died on its own is a result (ABORTED) and stays in the table.
-    records = finished_records(runs, aborted=not interrupted)
+    records, unreadable = finished_records(runs, aborted=not interrupted)
     if interrupted:
         stopped = [r.target.name for r in runs if r.target.name not in {x.target for x in records}]
         log(f"interrupted: {', '.join(stopped) or 'no board'} left out of the table")
-    if not records:
+    for u in unreadable:
+        _stderr(f"could not read: {u.reason}")
+    if not records and not unreadable:
         log("no board finished: no table written")
         return 130 if interrupted else 1
-    wiki, md_path, md = testday.write_tables(records, results)
+    wiki, md_path, md = testday.write_tables(records, results, unreadable=unreadable)
     log("")
     log(md.rstrip())
     log("")
     log(f"wrote {wiki} and {md_path} (paste the .wiki into \"Xen ARM Manual Smoke Test/Results\")")
     if interrupted:
         return 130
-    return 0 if all(r.verdict is Status.PASS for r in records) and len(records) == len(runs) else 1
+    return 0 if all(r.verdict is Status.PASS for r in records) and len(records) == len(runs) \
+        and not unreadable else 1
 
 
 def cmd_nightly(args, log=print) -> int:
@@ -220,7 +223,7 @@ def cmd_nightly(args, log=print) -> int:
             image_set = build_image_set(arch, log=_stderr)
             log(f"image set {arch}: {image_set.dir.name} (Xen {image_set.xen_version})")
     if args.no_run:
-        history = list_runs(results) if results.is_dir() else []
+        history, unreadable = scan_runs(results) if results.is_dir() else ([], [])
         current = compare.newest_night(history)
         if not current:
             raise XenlabError(f"--no-run: no runs under {results} to compare")
@@ -230,10 +233,10 @@ def cmd_nightly(args, log=print) -> int:
         if interrupted:
             log("nightly interrupted: no comparison")
             return 130
-        current = {r.target: r for r in finished_records(runs)}
-        history = list_runs(results)
+        current = {r.target: r for r in finished_records(runs)[0]}
+        history, unreadable = scan_runs(results)
     comparison = compare.compare(compare.previous_runs(history, current), current)
-    log(nightly.format_summary(comparison, results.resolve()))
+    log(nightly.format_summary(comparison, results.resolve(), unreadable))
     return 1 if comparison.regressions else 0
 
 
@@ -268,6 +271,11 @@ def cmd_dashboard(args, log=print) -> int:
     stats = dashboard.build(results, out)
     log(f"dashboard: {stats.runs} runs ({stats.read} read, {stats.removed} removed), "
         f"{stats.pages} pages written in {stats.seconds:.2f} s: {out / 'index.html'}")
+    if stats.unreadable:
+        log(f"dashboard: {stats.unreadable} run record(s) could not be read: "
+            f"listed under \"Could not read\" on {out / 'index.html'}")
+    for page in stats.refused:
+        _stderr(f"dashboard: not written: {page}")
     if args.serve:
         dashboard.serve(out, 8000 if args.port is None else args.port, log)
     return 0

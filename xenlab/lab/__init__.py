@@ -5,7 +5,8 @@ Dom0 shell and never writes run records.  Modules: `strategy` (XenStrategy),
 `qemu` (XenQEMUDriver), `console` (ConsoleRecorder, XenShellDriver),
 `monitors` (what the console must never show; the one classifier),
 `diagnose` (what to collect from a failed board), `places` (labgrid places),
-`services` (atftpd, coordinator, exporter), `signals`.
+`services` (atftpd, coordinator, exporter), `signals` (SIGINT/SIGTERM end a
+run in seconds), `pidfile` (our own QEMU, found again after a SIGKILL).
 
 A farm file imports the drivers with `imports: [xenlab.lab.strategy]`.
 """

@@ -5,6 +5,7 @@ survives a noisy console (XenShellDriver). What must never appear on it is in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -14,14 +15,70 @@ import threading
 from pathlib import Path
 
 import attr
+import labgrid.driver.shelldriver
+import labgrid.driver.ubootdriver
+import labgrid.logging
 from labgrid.driver.commandmixin import CommandMixin
 from labgrid.driver.common import Driver
 from labgrid.factory import target_factory
 from labgrid.protocol import CommandProtocol, ConsoleProtocol
 from labgrid.step import step, steps
+from labgrid.util.expect import PtxExpect
 from pexpect import TIMEOUT
 
-from ..console_text import clean
+from ..console_text import ESCAPE, clean
+
+# labgrid cleans console text with its re_vt100, whose CSI body runs over anything
+# but a final byte: a line of 0x9b bytes is quadratic in its serial logger (every
+# console line xenlab reads) and in UBootDriver.run.  Its modules get the linear
+# pattern xenlab cleans with (tests/test_console_linear.py).
+for _module in (labgrid.logging, labgrid.driver.ubootdriver, labgrid.driver.shelldriver):
+    _module.re_vt100 = ESCAPE
+
+
+# The bytes pexpect searches on each read.  Without a window it re-searches
+# everything since the last match, for a regex, on every read, and labgrid reads
+# whatever is waiting (often a few bytes): a stage that prints a megabyte costs
+# minutes of CPU.  Every pattern xenlab waits for fits in a console line.
+SEARCH_WINDOW = 4096
+
+
+class WindowedExpect(PtxExpect):
+    """labgrid's pexpect spawn for a console, searching only the last `window` bytes.
+
+    Reads are capped at half the window: pexpect searches only the tail of a
+    read longer than its window, so an uncapped read could hide a match.
+    `before` still holds all the text since the last match.
+    """
+
+    def __init__(self, driver, window: int = SEARCH_WINDOW):
+        super().__init__(driver)
+        self.searchwindowsize = window
+
+    def read_nonblocking(self, size=1, timeout=-1):
+        if timeout == -1:
+            timeout = self.timeout
+        cap = self.searchwindowsize // 2
+        data = self.driver.read(size=size, timeout=timeout, max_size=cap)
+        # A TCP console (pyserial's socket://) reports at most one byte waiting, so
+        # labgrid reads it a byte, a step and a search at a time: take what has
+        # already arrived with it, without waiting for more.
+        if len(data) < cap:
+            with contextlib.suppress(TIMEOUT, OSError):  # a closed socket: the next read says so
+                data += self.driver.read(size=cap - len(data), timeout=0.0,
+                                         max_size=cap - len(data))
+        return data
+
+
+def bound_search_window(console, window: int = SEARCH_WINDOW) -> None:
+    """Give a labgrid console driver a WindowedExpect, before it has read anything.
+
+    labgrid keeps its spawn in ConsoleExpectMixin's `_expect` (labgrid 26); a
+    console without one (a test's fake) is left as it is.
+    """
+    if isinstance(getattr(console, "_expect", None), PtxExpect) and \
+            not isinstance(console._expect, WindowedExpect):
+        console._expect = WindowedExpect(console, window)
 
 
 class ConsoleRecorder:

@@ -13,7 +13,7 @@ import re
 
 import attr
 
-from ..console_text import body, clean_lines
+from ..console_text import PREFIX, body, clean_lines
 from ..errors import Status
 
 UBOOT_BANNER = re.compile(r"^U-Boot (20\d\d\.\d\d\S*)")  # not "U-Boot SPL 20..": that precedes it
@@ -37,7 +37,9 @@ class Monitor:
 MONITORS: tuple[Monitor, ...] = (
     Monitor(r"Panic on CPU \d+", "FAIL", "xen-panic"),
     Monitor(r"Xen BUG at ", "FAIL", "xen-bug"),
-    Monitor(r"Assertion '.+' failed", "FAIL", "xen-bug"),
+    # Bounded: an unbounded '.+' rescans the line from every "Assertion '" (quadratic);
+    # the condition is ASSERT()'s source text, not its expansion, so it is short.
+    Monitor(r"Assertion '.{1,200}?' failed", "FAIL", "xen-bug"),
     Monitor(r"Kernel panic - not syncing", "FAIL", "{guest}-panic"),
     # The bootloader's banner again after the boot started: the board reset.
     Monitor(UBOOT_BANNER.pattern, "FAIL", "uboot-reset-loop", after_boot=True),
@@ -49,9 +51,40 @@ MONITORS: tuple[Monitor, ...] = (
 )
 
 
+def _any_of(patterns) -> re.Pattern:
+    """One compiled pass that finds every line that might match one of `patterns`.
+
+    Per-line searches cost a few microseconds times the monitors, times a
+    million lines of garbage; this finds the candidates in one scan, and only
+    those lines get the exact, ordered check.  A pattern anchored to the line
+    body ('^') may follow a console prefix here.
+    """
+    alts = [p.replace("^", f"^(?:{PREFIX})?", 1) if p.startswith("^") else p for p in patterns]
+    return re.compile("|".join(f"(?:{a})" for a in alts), re.M)
+
+
+def _candidates(finder: re.Pattern, lines: list[str]):
+    """(index, line) of the lines `finder` matches, in order, each once."""
+    text = "\n".join(lines)
+    index = pos = 0
+    while (m := finder.search(text, pos)):
+        index += text.count("\n", pos, m.start())  # pos is always a line start
+        yield index, lines[index]
+        end = text.find("\n", m.start())
+        if end < 0:
+            return
+        pos, index = end + 1, index + 1
+
+
+_MONITOR_LINES = _any_of(m.regex.pattern for m in MONITORS)
+
 _XEN_BANNER = re.compile(r"Xen version (\d+\.\d+[^\s(]*)")
 _LINUX = re.compile(r"Linux version (\S+)")
-_XL_GUEST = re.compile(r"\bxl\s+(?:-\S+\s+)*(?:create|console)\b")
+_XL_GUEST = re.compile(r"\bxl\s+(?:-\S+\s+){0,8}(?:create|console)\b")
+_BUILD_ID = re.compile(r"build-id: ([0-9a-f]+)")
+# Every branch of parse_console_facts needs one of these on its line.
+_FACT_LINES = _any_of([UBOOT_BANNER.pattern, _XEN_BANNER.pattern, "Latest ChangeSet:",
+                       _BUILD_ID.pattern, _LINUX.pattern, _XL_GUEST.pattern])
 
 
 def parse_console_facts(text: str) -> dict:
@@ -64,7 +97,7 @@ def parse_console_facts(text: str) -> dict:
     """
     facts: dict = {}
     xen_seen = xl_seen = False
-    for line in clean_lines(text):
+    for _, line in _candidates(_FACT_LINES, clean_lines(text)):
         text_body = body(line)
         if "uboot_version" not in facts and (m := UBOOT_BANNER.match(text_body)):
             facts["uboot_version"] = m.group(1)
@@ -74,7 +107,7 @@ def parse_console_facts(text: str) -> dict:
             value = text_body.split("Latest ChangeSet:", 1)[1].strip()
             if value:
                 facts["xen_changeset"] = value
-        elif xen_seen and "xen_build_id" not in facts and (m := re.search(r"build-id: ([0-9a-f]+)", text_body)):
+        elif xen_seen and "xen_build_id" not in facts and (m := _BUILD_ID.search(text_body)):
             facts["xen_build_id"] = m.group(1)
         elif xen_seen and (m := _LINUX.search(text_body)):
             if re.search(r"\bDOM\d+:", line) or ("dom0_kernel" in facts and xl_seen):
@@ -86,7 +119,7 @@ def parse_console_facts(text: str) -> dict:
     return facts
 
 
-_BOOT_STARTED = re.compile(r"^U-Boot 20\d\d|Starting kernel|^\(XEN\)")
+_BOOT_STARTED = re.compile(r"^U-Boot 20\d\d|Starting kernel|^\(XEN\)", re.M)
 CONTEXT_LINES = 4
 
 
@@ -99,16 +132,16 @@ def classify(text: str, stage: str) -> tuple[Status, str, list[str]] | None:
     """
     guest = "domu" if "domu" in stage.lower() else "dom0"
     lines = clean_lines(text)
-    booted = False
-    for i, line in enumerate(lines):
+    # The boot has started on the line after the first one that starts it.
+    started = next((i for i, _ in _candidates(_BOOT_STARTED, lines)), len(lines))
+    for i, line in _candidates(_MONITOR_LINES, lines):
         text_body = body(line)
         for mon in MONITORS:
-            if mon.after_boot and not booted:
+            if mon.after_boot and i <= started:
                 continue
             if mon.regex.search(text_body):
                 evidence = lines[max(0, i - CONTEXT_LINES):i + 1]
                 return Status(mon.status), mon.classification.format(guest=guest), evidence
-        booted = booted or bool(_BOOT_STARTED.search(line))
     return None
 
 

@@ -6,10 +6,19 @@ hides it (../shared/notes/labgrid.md).  This subclass keeps QEMU's stderr in a
 file, waits for the serial connection with QEMU's life in view, and bounds
 power-off, so a board that cannot start fails in a fraction of a second with
 QEMU's own complaint.  The farm file names it in place of QEMUDriver.
+
+Power-off never waits on QMP's answer: while nobody reads the console, QEMU
+blocks writing the UART with its big lock held and answers nothing (a Dom0
+boot fills the socket in seconds).  So off() hangs up the console first, asks
+QEMU to quit, and kills it after `off_timeout`.  Every QEMU is noted in a
+pidfile (`pidfile`), so one left by a SIGKILLed harness is stopped by the next
+run on the same target.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import tempfile
@@ -20,6 +29,9 @@ from labgrid.driver.qemudriver import QEMUDriver
 from labgrid.factory import target_factory
 from labgrid.step import step
 from labgrid.util.qmp import QMPError, QMPMonitor
+
+from . import pidfile
+from .signals import deferred
 
 
 class QEMUStartError(Exception):
@@ -39,11 +51,21 @@ class XenQEMUDriver(QEMUDriver):
     """
 
     start_timeout = attr.ib(default=30.0, validator=attr.validators.instance_of(float))
-    off_timeout = attr.ib(default=10.0, validator=attr.validators.instance_of(float))
+    # Seconds, not labgrid's unbounded wait: an interrupted run must end within 5 s.
+    off_timeout = attr.ib(default=3.0, validator=attr.validators.instance_of(float))
 
     def __attrs_post_init__(self):
         super().__attrs_post_init__()
         self._stderr = None
+        self._pidfile = None
+        self.reaped: list[dict] = []  # stale QEMUs this driver stopped, for the log
+
+    def on_activate(self):
+        self.reaped = pidfile.reap_stale(self.target.name)
+        for entry in self.reaped:
+            self.logger.warning("stopped QEMU pid %s left running by harness pid %s",
+                                entry["pid"], entry.get("harness_pid"))
+        super().on_activate()
 
     @step()
     def on(self):
@@ -52,15 +74,29 @@ class XenQEMUDriver(QEMUDriver):
         self._stderr = tempfile.TemporaryFile()
         self._child = subprocess.Popen(self._cmd, stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, stderr=self._stderr)
-        self._accept()
         try:
-            self.qmp = QMPMonitor(self._child.stdout, self._child.stdin)
-        except QMPError as exc:
-            raise QEMUStartError(self.exited() or f"QEMU's monitor failed: {exc}") from None
-        self.status = 1
-        for forward in self._forwarded_ports.values():
-            self._add_port_forward(*forward)
-        self.monitor_command("cont")
+            self._note_pid()
+            self._accept()
+            try:
+                self.qmp = QMPMonitor(self._child.stdout, self._child.stdin)
+            except QMPError as exc:
+                raise QEMUStartError(self.exited() or f"QEMU's monitor failed: {exc}") from None
+            self.status = 1
+            for forward in self._forwarded_ports.values():
+                self._add_port_forward(*forward)
+            self.monitor_command("cont")
+        except BaseException:  # an interrupt too: no QEMU without a driver that will stop it
+            self.status = 0
+            self._hang_up()
+            self._kill()
+            raise
+
+    def _note_pid(self) -> None:
+        try:
+            self._pidfile = pidfile.write(self.target.name, self._child.pid, self._cmd)
+        except (OSError, ValueError) as exc:  # a safety net only: the board still boots
+            self.logger.warning("QEMU pid %s not noted (a SIGKILLed run would leave it): %s",
+                                self._child.pid, exc)
 
     def _accept(self) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -84,21 +120,51 @@ class XenQEMUDriver(QEMUDriver):
 
     @step()
     def off(self):
-        """Quit QEMU through QMP; kill it if it does not go within off_timeout."""
+        """Hang up the console, quit QEMU through QMP, kill it after off_timeout."""
         if not self.status:
             return
-        try:
-            self.monitor_command("quit")
-            self._child.wait(timeout=self.off_timeout)
-        except Exception:  # a wedged QMP pipe or a QEMU that ignores quit
+        with deferred():  # a second Ctrl-C must not leave QEMU half stopped
+            self._hang_up()
+            child = self._child
+            try:
+                # Written straight to the pipe: no answer is read (see the module
+                # docstring), and no buffered bytes are left to fail at exit.
+                command = json.dumps({"execute": "quit"}).encode() + b"\n"
+                os.write(child.stdin.fileno(), command)
+            except (OSError, ValueError):  # QEMU already gone (Ctrl-C reached its group)
+                pass
+            try:
+                child.wait(timeout=self.off_timeout)
+            except subprocess.TimeoutExpired:
+                pass
             self._kill()
-        self._child = None
-        self.status = 0
+            self.status = 0
+
+    def _hang_up(self) -> None:
+        """Close the console's socket, so QEMU's blocked UART writes fail instead of wait."""
+        if self._clientsocket is not None:
+            self._clientsocket.close()
+            self._clientsocket = None
 
     def _kill(self) -> None:
-        if self._child is not None and self._child.poll() is None:
-            self._child.kill()
-            self._child.wait()
+        """Kill QEMU if it still runs, close its pipes, forget it and its pidfile.
+
+        Forgotten, labgrid's atexit hook leaves it alone (on closed pipes its
+        communicate() raises "flush of closed file").
+        """
+        child = self._child
+        if child is not None:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            for pipe in (child.stdin, child.stdout):
+                try:
+                    pipe.close()
+                except (OSError, ValueError):  # a QMP request left in the buffer of a dead pipe
+                    pass
+        self._child = None
+        pidfile.remove(self._pidfile)
+        self._pidfile = None
 
     def exited(self) -> str | None:
         """Why QEMU is gone ("QEMU exited with status 1: <its last stderr line>"), or None."""

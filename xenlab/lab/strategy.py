@@ -27,7 +27,7 @@ from pexpect import EOF, TIMEOUT
 
 from ..errors import StageFailure, XenlabError
 from ..plan.prepare import PreparedBoard, prepare
-from .console import ConsoleRecorder
+from .console import ConsoleRecorder, bound_search_window
 from .failures import command_why, one_line
 from .monitors import MONITORS, classify, uboot_reply_failure
 
@@ -265,6 +265,7 @@ class XenStrategy(Strategy):
         while True:
             try:
                 self.target.activate(self.console)
+                bound_search_window(self.console)
                 return
             except Exception as exc:  # pyserial's SerialException, a refused socket
                 if time.monotonic() < deadline:

@@ -44,14 +44,16 @@ def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None 
                                 "boot modules (seed §6.1.3, §8.3)"))
         findings += list(extra_findings)
         return findings
-    findings += _memory(profile, info)
-    findings += _console(profile, info)
-    findings += _cpus(profile, info)
-    findings += _chosen(info)
+    findings += dtb_findings(profile, info)
     if image_files is not None:
         findings += _images(profile, image_files, path, domus)
     findings += list(extra_findings)
     return findings
+
+
+def dtb_findings(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
+    """What the host's DTB tells about booting Xen on `profile`: RAM, UART, CPUs, /chosen."""
+    return _memory(profile, info) + _console(profile, info) + _cpus(profile, info) + _chosen(info)
 
 
 # --------------------------------------------------------------------------- firmware

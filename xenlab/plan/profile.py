@@ -21,7 +21,7 @@ from ..errors import XenlabError
 from ..images.debs import DebPackage
 
 BOARDS_DIR = Path(__file__).resolve().parent.parent.parent / "boards"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # a file name: boards/<name>.yaml
 STAGES = ("uboot", "xen", "dom0", "shell", "domu")
 
 # Characters that U-Boot's hush shell would interpret inside a double-quoted

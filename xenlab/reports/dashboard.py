@@ -16,18 +16,19 @@ night costs the same after a year as after a week.
 
 Console logs are untrusted text: every page is rendered with autoescape on
 and a Content-Security-Policy that allows no script but the filter's own.
+Records are untrusted too: one that cannot be read is listed on the index
+("could not read") and everything else is built, and every page path made
+from a record's fields is checked against the site (`site.Site`).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import json
 import os
 import sqlite3
 import time
-from functools import partial
 from pathlib import Path
 
 import attr
@@ -37,8 +38,9 @@ from ..console_text import clean_lines
 from ..errors import XenlabError
 from ..run.compare import Change, change_between, compare
 from ..run.record import RunRecord
-from .dashindex import Changes, open_index, update_index
+from .dashindex import Changes, open_index, unreadable_reasons, update_index
 from .plot import plot
+from .site import Site, make_server, serve  # noqa: F401  (make_server, serve: `--serve`)
 
 INDEX_NIGHTS = 30  # columns of the index matrix
 BOARD_NIGHTS = 90  # rows and plot points of a board page
@@ -86,14 +88,6 @@ def _render_version() -> str:
 def safe_url(link) -> str | None:
     """A known issue's link, if it is a plain http(s) URL (never javascript: and friends)."""
     return link if isinstance(link, str) and link.startswith(("https://", "http://")) else None
-
-
-def _write(path: Path, text: str) -> None:
-    # Replace, so `--serve` never hands out half a page; no fsync: pages can be rebuilt.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- page data
@@ -195,6 +189,8 @@ class BuildStats:
     pages: int = 0  # pages written
     seconds: float = 0.0
     index_seconds: float = 0.0  # scan and index update; the rest is rendering
+    unreadable: int = 0  # run records listed under "could not read"
+    refused: list = attr.ib(factory=list)  # pages not written: their path left the site
 
 
 def build(results: Path | str, out: Path | str, *, index_nights: int = INDEX_NIGHTS,
@@ -203,6 +199,8 @@ def build(results: Path | str, out: Path | str, *, index_nights: int = INDEX_NIG
     results, out = Path(results), Path(out)
     if not results.is_dir():
         raise XenlabError(f"--results {results}: no such directory")
+    if out.exists() and not out.is_dir():
+        raise XenlabError(f"--out {out}: not a directory")
     db = open_index(out, results, _render_version())
     try:
         stats = BuildStats()
@@ -210,58 +208,59 @@ def build(results: Path | str, out: Path | str, *, index_nights: int = INDEX_NIG
         stats.index_seconds = time.monotonic() - t0
         stats.read = sum(r is not None for r in changes.runs.values())
         stats.removed = len(changes.runs) - stats.read
-        if changes.runs or not (out / "index.html").exists():
-            stats.pages = _render(db, results, out, changes, index_nights, board_nights)
+        stats.unreadable = len(unreadable_reasons(db))
+        if changes.runs or changes.unreadable or not (out / "index.html").exists():
+            site = Site(out)
+            stats.pages = _render(db, results, site, changes, index_nights, board_nights)
+            stats.refused = site.refused
     finally:
         db.close()
     stats.seconds = time.monotonic() - t0
     return stats
 
 
-def _render(db, results: Path, out: Path, changes: Changes, index_nights: int,
+def _render(db, results: Path, site: Site, changes: Changes, index_nights: int,
             board_nights: int) -> int:
     env = _templates()
     pages = 0
     for path, row in changes.runs.items():
-        board, run_id = path.split("/")
-        page = out / "runs" / board / f"{run_id}.html"
+        board, _, run_id = path.partition("/")
         if row is None:
-            for p in (page, page.with_name(f"{run_id}.console.html")):
-                p.unlink(missing_ok=True)
+            for suffix in (".html", ".console.html"):
+                site.unlink(site.path("runs", board, run_id, suffix=suffix))
             continue
-        _run_pages(env, results / path, out, board, run_id)
-        pages += 2
+        pages += _run_pages(env, results / path, site, board, run_id)
     months = [r[0] for r in db.execute("SELECT DISTINCT substr(night, 1, 7) FROM runs ORDER BY 1")]
     for board in sorted(changes.boards):
-        pages += _board_page(env, db, out, board, board_nights)
+        pages += _board_page(env, db, site, board, board_nights)
     for month in sorted(changes.months):
         nights = [r[0] for r in db.execute("SELECT DISTINCT night FROM runs WHERE night LIKE ? "
                                            "ORDER BY night", (f"{month}-%",))]
-        target = out / "nights" / f"{month}.html"
+        target = site.path("nights", month)
         if not nights:
-            target.unlink(missing_ok=True)
+            site.unlink(target)
             continue
-        m = matrix(db, nights)
-        _write(target, env.get_template("month.html").render(
-            root="../", title=f"Nights of {month}", month=month, m=m, months=months))
-        pages += 1
+        pages += site.write(target, env.get_template("month.html").render(
+            root="../", title=f"Nights of {month}", month=month, m=matrix(db, nights),
+            months=months))
     nights = [r[0] for r in db.execute("SELECT DISTINCT night FROM runs ORDER BY night DESC "
                                        "LIMIT ?", (index_nights,))][::-1]
     m = matrix(db, nights)
     boards = [r[0] for r in db.execute("SELECT DISTINCT target FROM runs ORDER BY 1")]
-    pages += _builds_pages(env, db, out)
-    _write(out / "index.html", env.get_template("index.html").render(
+    pages += _builds_pages(env, db, site)
+    # Last: the index lists the pages refused above with the records that could not be read.
+    return pages + site.write(site.path("index"), env.get_template("index.html").render(
         root="", title="xenlab: nightly board results", m=m, s=summary(db, m), months=months,
-        boards=boards, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
-    return pages + 1
+        boards=boards, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        unreadable=unreadable_reasons(db) + site.refused))
 
 
 def build_page(label: str) -> str:
     """A build's page name: derived from its label by hash, never the label itself."""
-    return hashlib.sha256(label.encode()).hexdigest()[:16] + ".html"
+    return hashlib.sha256(str(label).encode()).hexdigest()[:16] + ".html"
 
 
-def _builds_pages(env, db, out: Path) -> int:
+def _builds_pages(env, db, site: Site) -> int:
     """boards × Xen builds (each cell the board's newest run of that build), and per build
     the boards × nights matrix of its runs only: the filter by build."""
     builds = [r[0] for r in db.execute("SELECT build FROM runs GROUP BY build "
@@ -271,7 +270,7 @@ def _builds_pages(env, db, out: Path) -> int:
     for row in db.execute("SELECT *, max(start) FROM runs GROUP BY target, build"):
         cells[(row["target"], row["build"])] = _cell(row)
     boards = sorted({b for b, _ in cells})
-    _write(out / "builds.html", env.get_template("builds.html").render(
+    pages = site.write(site.path("builds"), env.get_template("builds.html").render(
         root="", title="xenlab: boards × Xen builds", builds=builds, boards=boards, cells=cells,
         page=build_page))
     for label in builds:
@@ -281,36 +280,42 @@ def _builds_pages(env, db, out: Path) -> int:
                           "run_id", (label, min(nights))).fetchall()
         m_cells = {k: v for k, v in _newest_per_night(rows).items() if k[1] in set(nights)}
         m = {"boards": sorted({b for b, _ in m_cells}), "nights": nights[::-1], "cells": m_cells}
-        _write(out / "builds" / build_page(label), env.get_template("build.html").render(
-            root="../", title=f"Xen {label}", label=label, m=m))
-    return 1 + len(builds)
+        pages += site.write(site.path("builds", build_page(label), suffix=""),
+                            env.get_template("build.html").render(
+                                root="../", title=f"Xen {label}", label=label, m=m))
+    return pages
 
 
-def _run_pages(env, run_dir: Path, out: Path, board: str, run_id: str) -> None:
+def _run_pages(env, run_dir: Path, site: Site, board: str, run_id: str) -> int:
+    page = site.path("runs", board, run_id)
+    if page is None:
+        return 0
     try:
         d = RunRecord.load(run_dir).to_dict()
     except XenlabError:
         d = {"target": board, "run_id": run_id, "verdict": "ERROR", "steps": [], "info": {},
              "verdict_reason": "run.json unreadable"}
-    page = out / "runs" / board / f"{run_id}.html"
     has_console = (run_dir / "console.log").is_file()
-    _write(page, env.get_template("run.html").render(
+    pages = site.write(page, env.get_template("run.html").render(
         root="../../", title=f"{board} {run_id}", r=d, info=d.get("info") or {},
         has_console=has_console))
     if has_console:
-        _write(page.with_name(f"{run_id}.console.html"), env.get_template("console.html").render(
-            root="../../", title=f"console.log of {board} {run_id}", board=board, run_id=run_id,
-            text=console_text(run_dir / "console.log")))
+        pages += site.write(site.path("runs", board, run_id, suffix=".console.html"),
+                            env.get_template("console.html").render(
+                                root="../../", title=f"console.log of {board} {run_id}",
+                                board=board, run_id=run_id,
+                                text=console_text(run_dir / "console.log")))
+    return pages
 
 
-def _board_page(env, db, out: Path, board: str, board_nights: int) -> int:
+def _board_page(env, db, site: Site, board: str, board_nights: int) -> int:
     rows = db.execute("SELECT * FROM runs WHERE target = ? AND night >= coalesce((SELECT night "
                       "FROM (SELECT DISTINCT night FROM runs WHERE target = ? ORDER BY night DESC "
                       "LIMIT ?) ORDER BY night LIMIT 1), '') ORDER BY start, run_id",
                       (board, board, board_nights)).fetchall()
-    target = out / "boards" / f"{board}.html"
+    target = site.path("boards", board)
     if not rows:
-        target.unlink(missing_ok=True)
+        site.unlink(target)
         return 0
     cells_by_night = _newest_per_night(rows)
     nights = sorted(n for _, n in cells_by_night)
@@ -318,32 +323,6 @@ def _board_page(env, db, out: Path, board: str, board_nights: int) -> int:
     cells = [cells_by_night[(board, n)] for n in nights]
     months = [r[0] for r in db.execute("SELECT DISTINCT substr(night, 1, 7) FROM runs "
                                        "WHERE target = ? ORDER BY 1", (board,))]
-    _write(target, env.get_template("board.html").render(
+    return site.write(target, env.get_template("board.html").render(
         root="../", title=f"Board {board}", board=board, history=cells[::-1],
         plot=plot(cells), months=months, latest=cells[-1]))
-    return 1
-
-
-# --------------------------------------------------------------------------- serve
-
-def make_server(out: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
-    """An HTTP server for the site on 127.0.0.1 only: results are not for the whole network."""
-    handler = partial(_QuietHandler, directory=str(out))
-    try:
-        return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    except OSError as exc:
-        raise XenlabError(f"--port {port}: cannot listen on 127.0.0.1 ({exc.strerror})") from None
-
-
-def serve(out: Path, port: int, log=print) -> None:
-    with make_server(out, port) as httpd:
-        log(f"serving {out} on http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)")
-        try:
-            httpd.serve_forever()
-        except KeyboardInterrupt:
-            log("stopped")
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # one line per request is noise in a terminal
-        pass

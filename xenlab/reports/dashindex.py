@@ -2,13 +2,17 @@
 
 out/index.sqlite remembers every run.json by path, mtime and size, so a build
 reads only new or changed records (through `RunRecord`, like every reader),
-and says which targets and months must be redrawn.
+and says which targets and months must be redrawn.  A record that cannot be
+read, or whose names could not make a page inside the site, is kept in the
+`unreadable` table with its one-line reason until it is fixed or removed: the
+index page lists it, and one bad record never takes the dashboard down.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -17,8 +21,9 @@ import attr
 
 from ..errors import XenlabError
 from ..run.record import NAME_RE, RunRecord
+from ..schema import show
 
-SCHEMA = 3  # 3: runs.build; 2: runs.target (1 said board)
+SCHEMA = 4  # 4: unreadable; 3: runs.build; 2: runs.target (1 said board)
 PAGE_DIRS = ("runs", "boards", "nights", "builds")  # what a build writes besides index.html
 
 
@@ -41,10 +46,17 @@ CREATE TABLE IF NOT EXISTS runs (
     steps TEXT NOT NULL,            -- JSON [[name, status, seconds, known label, known link]]
     marks TEXT NOT NULL             -- JSON {stage: seconds since power-on}
 );
+CREATE TABLE IF NOT EXISTS unreadable (
+    path TEXT PRIMARY KEY,          -- <target>/<run-id>, relative to the results root
+    mtime_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    reason TEXT NOT NULL            -- one line: the file, the key and the value
+);
 CREATE INDEX IF NOT EXISTS runs_target_night ON runs (target, night, start);
 CREATE INDEX IF NOT EXISTS runs_night ON runs (night);
 CREATE INDEX IF NOT EXISTS runs_build ON runs (build, target, start);
 """
+NIGHT_RE = re.compile(r"\d{4}-\d\d-\d\d")  # a page name: nights/<yyyy-mm>.html
 _COLS = ("target", "run_id", "night", "start", "verdict", "reason", "classification", "tester",
          "arch", "xen", "build", "console", "steps", "marks")
 
@@ -60,6 +72,7 @@ def open_index(out: Path, results: Path, render: str) -> sqlite3.Connection:
     want = {"results": str(results.resolve()), "render": f"{SCHEMA}-{render}"}
     if any(meta.get(k) != v for k, v in want.items()):
         db.execute("DELETE FROM runs")  # every page is rewritten from scratch
+        db.execute("DELETE FROM unreadable")
         if existed:  # pages of runs this index no longer knows would never be removed
             for generated in PAGE_DIRS:
                 shutil.rmtree(out / generated, ignore_errors=True)
@@ -112,13 +125,56 @@ def build_label(info: dict) -> str:
     return label + (" tools-mismatch" if info.get("toolstack_mismatch") else "")
 
 
+def unsafe(path, target, run_id, night) -> str | None:
+    """Why a row's names would not make pages inside the site (nights/<yyyy-mm>.html,
+    boards/<target>.html, runs/<target>/<run-id>.html), or None.
+
+    Validation of run.json already refuses such values; this holds for rows of
+    an older index and for whatever a later reader lets through.
+    """
+    parts = path.split("/") if isinstance(path, str) else []
+    if len(parts) != 2 or not all(NAME_RE.fullmatch(p) for p in parts):
+        return f"path {show(path)} is not <target>/<run-id>"
+    for key, value, pattern in (("target", target, NAME_RE), ("run_id", run_id, NAME_RE),
+                                ("start", night, NIGHT_RE)):
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            what = f"night {show(value)}" if key == "start" else show(value)
+            return f"key '{key}': {what} would name a page outside the site"
+    return None
+
+
+def _read(results: Path, path: str, stamp: tuple[int, int]) -> tuple[tuple | None, str]:
+    """(the run's row, "") or (None, the one line that says why it cannot be indexed)."""
+    where = results / path / "run.json"
+    try:
+        record = RunRecord.load(results / path)
+        row = _row(path, stamp, record, (results / path / "console.log").is_file())
+    except XenlabError as exc:
+        return None, " ".join(str(exc).split())
+    except Exception as exc:  # noqa: BLE001
+        # Valid but odd values (a pid beyond pid_t) are a reader's bug, and
+        # one record must still never take the farm's dashboard down.
+        return None, " ".join(f"{where}: cannot be read ({type(exc).__name__}: {exc})".split())
+    why = unsafe(path, row[3], row[4], row[5])
+    return (None, f"{where}: {why}") if why else (row, "")
+
+
 @attr.s(auto_attribs=True)
 class Changes:
-    """What a build must redraw: runs (path -> row or None if gone), boards, months."""
+    """What a build must redraw: runs (path -> row or None if gone), boards, months,
+    and whether the list of unreadable records changed."""
 
     runs: dict = attr.ib(factory=dict)
     boards: set = attr.ib(factory=set)
     months: set = attr.ib(factory=set)
+    unreadable: bool = False
+
+    def touch(self, target, night) -> None:
+        """Redraw the board's page and the night's month, if they are names of the site."""
+        if isinstance(target, str) and NAME_RE.fullmatch(target):
+            self.boards.add(target)
+        if isinstance(night, str) and NIGHT_RE.fullmatch(night):
+            self.months.add(night[:7])
 
 
 def update_index(db: sqlite3.Connection, results: Path) -> tuple[int, Changes]:
@@ -127,37 +183,54 @@ def update_index(db: sqlite3.Connection, results: Path) -> tuple[int, Changes]:
     plain = db.cursor()
     plain.row_factory = None  # tuples: this query reads every indexed run
     known = {path: rest for path, *rest in
-             plain.execute("SELECT path, mtime_ns, size, target, night FROM runs")}
+             plain.execute("SELECT path, mtime_ns, size, target, night, run_id FROM runs")}
+    bad = {path: (mtime, size) for path, mtime, size in
+           plain.execute("SELECT path, mtime_ns, size FROM unreadable")}
     changes = Changes()
-    rows = []
+    rows, unreadable, dropped = [], [], []
     for path, stamp in on_disk.items():
         old = known.get(path)
         if old is not None and (old[0], old[1]) == stamp:
+            why = unsafe(path, old[2], old[4], old[3])
+            if why is None:
+                continue
+            row, why = None, f"{results / path / 'run.json'}: {why}"  # a row of an older index
+        elif old is None and bad.get(path) == stamp:
+            continue  # still unreadable: listed already
+        else:
+            row, why = _read(results, path, stamp)
+        if old is not None:
+            changes.touch(old[2], old[3])
+        if row is None:
+            unreadable.append((path, *stamp, why))
+            if old is not None:  # its pages go: it is listed as unreadable instead
+                dropped.append(path)
+                changes.runs[path] = None
             continue
-        try:
-            record = RunRecord.load(results / path)
-        except XenlabError:
-            continue  # unreadable now; a later build will see a new mtime
-        row = _row(path, stamp, record, (results / path / "console.log").is_file())
         rows.append(row)
         changes.runs[path] = row
-        changes.boards.add(row[3])
-        changes.months.add(row[5][:7])
-        if old is not None:
-            changes.months.add(old[3][:7])
+        changes.touch(row[3], row[5])
+    fixed = [p for p in bad if p not in on_disk or p in changes.runs and changes.runs[p]]
     gone = [p for p in known if p not in on_disk]
     for path in gone:
         changes.runs[path] = None
-        changes.boards.add(known[path][2])
-        changes.months.add(known[path][3][:7])
+        changes.touch(known[path][2], known[path][3])
+    changes.unreadable = bool(unreadable or fixed)
     db.executemany(f"INSERT OR REPLACE INTO runs (path, mtime_ns, size, {', '.join(_COLS)}) "
                    f"VALUES ({', '.join('?' * (len(_COLS) + 3))})", rows)
-    db.executemany("DELETE FROM runs WHERE path = ?", [(p,) for p in gone])
+    db.executemany("DELETE FROM runs WHERE path = ?", [(p,) for p in gone + dropped])
+    db.executemany("DELETE FROM unreadable WHERE path = ?", [(p,) for p in fixed])
+    db.executemany("INSERT OR REPLACE INTO unreadable VALUES (?, ?, ?, ?)", unreadable)
     # A changed night changes the comparison of the board's next night, maybe in the next month.
     for target, month in {(r[3], r[5][:7]) for r in rows}:
         nxt = db.execute("SELECT night FROM runs WHERE target = ? AND night > ? ORDER BY night "
                          "LIMIT 1", (target, f"{month}-99")).fetchone()
         if nxt:
-            changes.months.add(nxt["night"][:7])
+            changes.touch(target, nxt["night"])
     db.commit()
     return len(on_disk), changes
+
+
+def unreadable_reasons(db: sqlite3.Connection) -> list[str]:
+    """The one-line reason of every record the dashboard could not read, by path."""
+    return [r[0] for r in db.execute("SELECT reason FROM unreadable ORDER BY path")]

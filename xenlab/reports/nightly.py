@@ -5,17 +5,20 @@ two runs (regression, fixed, still failing, new and missing boards) in
 OSSTest's words ("REGR. vs. <run>", "fail like <run>").  Lab and harness
 errors (ERROR, ABORTED) are listed apart and are never a regression: the
 software under test did not fail, the lab did (KernelCI's status model).
-The exit status is non-zero on regressions only.
+The exit status is non-zero on regressions only.  Records that could not be
+read are listed last ("COULD NOT READ", one line each): a broken run.json is
+news, and it never stops the mail.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
-from ..console_text import excerpt
+from ..console_text import clean_lines, excerpt
 from ..errors import Status
 from ..run.compare import Change, Comparison, night, verdict
-from ..run.record import RunRecord
+from ..run.record import RunRecord, Unreadable
 
 ORDER = (Change.REGRESSION, Change.STILL_FAILING, Change.KNOWN, Change.INFRA, Change.FIXED,
          Change.NEW, Change.MISSING, Change.SKIP, Change.PASS)
@@ -30,15 +33,18 @@ COUNTED = {Change.REGRESSION: "regression(s)", Change.STILL_FAILING: "still fail
 EXCERPT_LINES = 12
 
 
-def format_summary(comparison: Comparison, results: Path | None = None) -> str:
+def format_summary(comparison: Comparison, results: Path | None = None,
+                   unreadable: Sequence[Unreadable] = ()) -> str:
     """The cron mail: a headline of counts, then one section per category.
 
     A regression carries a console excerpt around its evidence (the
-    regressions-only mails KernelCI users ask for, #1583).
+    regressions-only mails KernelCI users ask for, #1583).  `unreadable`: the
+    records that could not be read, listed last with their reason.
     """
     counts = comparison.counts()
     nights = sorted({night(e.current) for e in comparison.entries if e.current is not None})
-    head = ", ".join(f"{counts[c]} {COUNTED[c]}" for c in ORDER if counts[c])
+    head = ", ".join([f"{counts[c]} {COUNTED[c]}" for c in ORDER if counts[c]]
+                     + ([f"{len(unreadable)} could not be read"] if unreadable else []))
     out = [f"xenlab nightly {nights[-1] if nights else '(no runs)'}: "
            f"{sum(e.current is not None for e in comparison.entries)} board(s) ran; "
            f"{head or 'nothing to compare'}"]
@@ -66,7 +72,14 @@ def format_summary(comparison: Comparison, results: Path | None = None) -> str:
                 out.append(f"      log {shown}")
                 if e.change is Change.REGRESSION:
                     out += ["      | " + l for l in _excerpt(run).splitlines()]
+    if unreadable:
+        out += ["", "COULD NOT READ"] + [f"  {_one_line(u.reason)}" for u in unreadable]
     return "\n".join(out)
+
+
+def _one_line(text: str) -> str:
+    """Text from a record as one line of a mail: no newline, escape or control character."""
+    return " ".join(" ".join(clean_lines(str(text))).split())
 
 
 def _under(path: Path, root: Path) -> bool:

@@ -19,7 +19,9 @@ def plot(cells: list[dict], width: int = 760, height: int = 260) -> dict | None:
     for i, c in enumerate(cells):
         values = c["marks"] if use_marks else {s[0]: s[2] for s in c["steps"] if s[2] is not None}
         for name, secs in values.items():
-            if isinstance(secs, (int, float)):
+            # A valid record may say Infinity, NaN or a negative time: no point, no crash.
+            if isinstance(secs, (int, float)) and not isinstance(secs, bool) \
+                    and math.isfinite(secs) and 0 <= secs < 1e9:
                 series.setdefault(name, []).append((i, float(secs)))
     if not series:
         return None

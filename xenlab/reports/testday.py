@@ -3,7 +3,11 @@
 Xen's Test Days keep a per-board results table on the wiki ("Xen ARM Manual
 Smoke Test/Results"); it never gained momentum because filling it by hand was
 work.  Here the table is made from the run records, in MediaWiki and
-Markdown, every cell escaped: records quote console text.
+Markdown, every cell escaped: records quote console text and may be edited
+by hand.  A cell shows exactly its text (no template, link, markup or HTML of
+the record's); a link is made only from an http(s) URL, percent-encoded so
+that nothing in it ends the link.  Runs whose record could not be read are
+listed under the table ("Could not read"), never left out silently.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import os
+import re
+import urllib.parse
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import attr
 
+from ..console_text import clean_lines
 from ..errors import Status
-from ..run.record import RunRecord
+from ..run.record import RunRecord, Unreadable
 
 
 STATUS_COLOUR = {"PASS": "#cfc", "FAIL": "#fcc", "ERROR": "#fdb", "KNOWN": "#ffc",
@@ -48,12 +55,14 @@ def table_rows(records: Iterable[RunRecord], base: Path) -> tuple[list[str], lis
                 steps.append(s.name)
         known = []
         for s in r.steps:
-            issue = (s.known.get("label", ""), s.known.get("link", "")) if s.known else None
+            issue = (s.known.get("label") or "", s.known.get("link") or "") \
+                if isinstance(s.known, dict) else None
             if s.status is Status.KNOWN and issue and issue not in known:
                 known.append(issue)
         log = r.console_log if r.console_log.exists() or not (r.path / "pytest.log").exists() \
             else r.path / "pytest.log"
-        rows.append(Row(target=r.target, arch=r.arch, tester=r.tester, date=r.start_time[:10],
+        rows.append(Row(target=r.target, arch=r.arch, tester=r.tester or "-",
+                        date=str(r.start_time or "")[:10],
                         xen=r.info.get("xen_version") or "-", build=_build(r.info),
                         steps={s.name: s.status.value for s in r.steps},
                         verdict=r.verdict.value, known=tuple(known),
@@ -62,38 +71,73 @@ def table_rows(records: Iterable[RunRecord], base: Path) -> tuple[list[str], lis
 
 
 # Mid-line wiki syntax: cell separators, links, templates, bold/italic, signatures,
-# header separators.  Line-start syntax (-, *, #, :, =) cannot occur: a cell never
-# starts a line.  "__" would start a magic word such as __NOTOC__.
-_WIKI_ESC = {c: f"&#{ord(c)};" for c in "|[]{}'~!"}
+# header separators, and ":" of a free link ("ftp://..." links itself).  Line-start
+# syntax (-, *, #, =) cannot occur: a cell never starts a line.  "__" would start a
+# magic word such as __NOTOC__.
+_WIKI_ESC = {c: f"&#{ord(c)};" for c in "|[]{}'~!:"}
+# Markdown inline syntax, backslash-escaped (CommonMark renders "\x" as "x"); "(" and
+# "!" only matter after or before an (escaped) bracket.  An underscore inside a word
+# ("xen_boots") emphasises nothing and stays as it is.
+_MD_SYNTAX = re.compile(r"[\\`*~\[\]{}|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MD_LINE_START = re.compile(r"^(?=[-+>#])|^(\d+)(?=[.)])")
+# Characters a link's URL keeps; every other one is percent-encoded (space, "()",
+# "|", "[]", "{}", quotes, "<>", "\"), so nothing in the URL can end the link.  The
+# wiki also encodes "!'*_~": bold, italic, magic words and signatures.
+_MD_URL_SAFE = "/:?#@!$&'*+,;=%-._~"
+_WIKI_URL_SAFE = "/:?#@$&+,;=%-."
+_BOLD = "'" * 3  # wiki bold
 
 
-def _wiki(text: str) -> str:
-    # Entities render as the character but never as table or link syntax.
-    text = html.escape(" ".join(str(text).split()), quote=False)
+def _one_line(text) -> str:
+    """A cell's text: one line, without terminal escapes or control characters."""
+    return " ".join(" ".join(clean_lines(str(text))).split())
+
+
+def _wiki(text) -> str:
+    # Entities render as the character but never as table, link or template syntax.
+    text = html.escape(_one_line(text), quote=False)
     return "".join(_WIKI_ESC.get(c, c) for c in text).replace("__", "&#95;&#95;")
 
 
-def _md(text: str) -> str:
-    text = " ".join(str(text).split()).replace("\\", "\\\\")
-    for c in "|*[]`":
-        text = text.replace(c, "\\" + c)
-    return text.replace("<", "&lt;").replace(">", "&gt;")
+def _md(text) -> str:
+    text = _MD_SYNTAX.sub(lambda m: "\\" + m.group(0), _one_line(text))
+    # "&" too: a record's "&lt;" shows as "&lt;", not as "<".
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_line(text) -> str:
+    """A Markdown list item's text: escaped, and never a heading, a quote or a list."""
+    return _MD_LINE_START.sub(lambda m: f"{m.group(1) or ''}\\", _md(text), count=1)
 
 
 def _build(info: dict) -> str:
     build = info.get("xen_build") if isinstance(info.get("xen_build"), dict) else {}
     words = [str(build[k]) for k in ("config", "changeset") if build.get(k)]
-    if info.get("toolstack_mismatch"):
-        words.append(f"tools {info['toolstack_mismatch'].get('tools')} MISMATCH")
+    mismatch = info.get("toolstack_mismatch")
+    if mismatch:
+        words.append(f"tools {mismatch.get('tools') if isinstance(mismatch, dict) else '?'} "
+                     "MISMATCH")
     return " ".join(words) or "-"
 
 
-def _safe_url(link: str) -> str | None:
-    return link if link.startswith(("https://", "http://")) and not any(
-        c in link for c in " \t\n|[]<>\"") else None
+def _safe_url(link, safe: str) -> str | None:
+    """An http(s) URL, percent-encoded but for the characters in `safe`; else None."""
+    if not isinstance(link, str) or not link.startswith(("https://", "http://")) \
+            or any(ord(c) < 32 or ord(c) == 127 for c in link):
+        return None
+    try:
+        if not urllib.parse.urlsplit(link).netloc:
+            return None
+    except ValueError:  # an unbalanced "[" in the host
+        return None
+    # Not urllib's quote(): it never encodes "_" or "~", and "__"/"~~~" are wiki syntax.
+    return "".join(c if c.isascii() and c.isalnum() or c in safe
+                   else urllib.parse.quote(c, safe="").replace("_", "%5F").replace("~", "%7E")
+                   for c in link)
 
 
-def wiki_table(steps: Sequence[str], rows: Sequence[Row]) -> str:
+def wiki_table(steps: Sequence[str], rows: Sequence[Row],
+               unreadable: Sequence[Unreadable] = ()) -> str:
     head = ["Board", "Arch", "Tester", "Date", "Xen", "Xen build", *steps, "Result",
             "Known issues", "Log"]
     out = ['{| class="wikitable sortable"', "! " + " !! ".join(_wiki(h) for h in head)]
@@ -105,35 +149,47 @@ def wiki_table(steps: Sequence[str], rows: Sequence[Row]) -> str:
                          if status in STATUS_COLOUR else "-")
         known = []
         for label, link in row.known:
-            url = _safe_url(link)
+            url = _safe_url(link, _WIKI_URL_SAFE)
             known.append(f"[{url} {_wiki(label)}]" if url else _wiki(label))
         cells.append(", ".join(known))
         cells.append(f"<code>{_wiki(row.log)}</code>")  # a wiki cannot link to a local file
         out += ["|-", "| " + " || ".join(cells)]
     out.append("|}")
+    if unreadable:
+        out += ["", f"{_BOLD}Could not read{_BOLD} ({len(unreadable)} run record(s), "
+                "not in the table):"]
+        out += [f"* <code>{_wiki(u.reason)}</code>" for u in unreadable]
     return "\n".join(out) + "\n"
 
 
-def markdown_table(steps: Sequence[str], rows: Sequence[Row]) -> str:
+def markdown_table(steps: Sequence[str], rows: Sequence[Row],
+                   unreadable: Sequence[Unreadable] = ()) -> str:
     head = ["Board", "Arch", "Tester", "Date", "Xen", "Xen build", *steps, "Result",
             "Known issues", "Log"]
     out = ["| " + " | ".join(_md(h) for h in head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         known = []
         for label, link in row.known:
-            url = _safe_url(link)
+            url = _safe_url(link, _MD_URL_SAFE)
             known.append(f"[{_md(label)}]({url})" if url else _md(label))
+        log = urllib.parse.quote(row.log, safe="/-._~")
         cells = [_md(row.target), _md(row.arch), _md(row.tester), _md(row.date), _md(row.xen),
-                 _md(row.build),
-                 *[row.steps.get(s, "-") for s in steps], row.verdict, ", ".join(known),
-                 f"[{_md(Path(row.log).name)}]({_md(row.log).replace(' ', '%20')})"]
+                 _md(row.build), *[_md(row.steps.get(s, "-")) for s in steps], _md(row.verdict),
+                 ", ".join(known), f"[{_md(Path(row.log).name)}]({log})"]
         out.append("| " + " | ".join(cells) + " |")
+    if unreadable:
+        out += ["", f"**Could not read** ({len(unreadable)} run record(s), not in the table):",
+                ""]
+        out += [f"- {_md_line(u.reason)}" for u in unreadable]
     return "\n".join(out) + "\n"
 
 
-def write_tables(records: Sequence[RunRecord], results: Path, date: str | None = None) \
-        -> tuple[Path, Path, str]:
-    """Write results/testday-<date>.{wiki,md} (a -2, -3... suffix rather than overwrite)."""
+def write_tables(records: Sequence[RunRecord], results: Path, date: str | None = None,
+                 unreadable: Sequence[Unreadable] = ()) -> tuple[Path, Path, str]:
+    """Write results/testday-<date>.{wiki,md} (a -2, -3... suffix rather than overwrite).
+
+    `unreadable`: this Test Day's runs whose record could not be read, listed under the tables.
+    """
     results = Path(results)
     date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     steps, rows = table_rows(records, results)
@@ -141,7 +197,7 @@ def write_tables(records: Sequence[RunRecord], results: Path, date: str | None =
     while (results / f"{stem}.wiki").exists() or (results / f"{stem}.md").exists():
         n += 1
         stem = f"testday-{date}-{n}"
-    md = markdown_table(steps, rows)
-    (results / f"{stem}.wiki").write_text(wiki_table(steps, rows))
+    md = markdown_table(steps, rows, unreadable)
+    (results / f"{stem}.wiki").write_text(wiki_table(steps, rows, unreadable))
     (results / f"{stem}.md").write_text(md)
     return results / f"{stem}.wiki", results / f"{stem}.md", md

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import attr
+import yaml
 from labgrid.config import Config
 from labgrid.exceptions import InvalidConfigError, NoConfigFoundError
 
@@ -139,11 +140,54 @@ def _config_error(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
+# labgrid indexes these before any check of its own (Config.get_option reads `options`).
+_TOP_LEVEL = {"options": yaml.MappingNode, "tools": yaml.MappingNode, "images": yaml.MappingNode,
+              "targets": yaml.MappingNode, "imports": yaml.SequenceNode}
+
+
+def _structure_error(path: Path) -> str | None:
+    """What labgrid would trip over or let pass: a top level that is not a mapping
+    (a TypeError inside labgrid), or a key given twice in one mapping (labgrid only
+    warns, and the second silently replaces the first: a target's `options`)."""
+    try:
+        root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None  # labgrid's reading below says what is wrong
+    def kind(node) -> str:
+        return "a list" if isinstance(node, yaml.SequenceNode) else \
+            "a mapping" if isinstance(node, yaml.MappingNode) else f"the value {node.value[:40]!r}"
+    if root is not None and not isinstance(root, yaml.MappingNode):
+        return f"the farm file is {kind(root)}, not a mapping with 'targets:'"
+    for key, value in root.value if root is not None else ():
+        want = _TOP_LEVEL.get(key.value) if isinstance(key, yaml.ScalarNode) else None
+        if want is not None and not isinstance(value, want):
+            what = "a list" if want is yaml.SequenceNode else "a mapping"
+            return f"key '{key.value}': {kind(value)}, not {what} (line {value.start_mark.line + 1})"
+    todo = [root] if root is not None else []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and name in seen:
+                    return (f"key {name!r} given twice in one mapping (line "
+                            f"{key.start_mark.line + 1}, column {key.start_mark.column + 1}): "
+                            "the second would silently replace the first")
+                seen.add(name)
+                todo += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += node.value
+    return None
+
+
 def load_farm(path: Path | str, *, profiles: bool = True) -> Farm:
     """Read a farm file; a missing or invalid one is one XenlabError line."""
     path = Path(path)
     if not path.is_file():
         raise XenlabError(f"farm file {path} not found")
+    if (problem := _structure_error(path)):
+        raise XenlabError(problem, where=str(path))
     try:
         config = Config(str(path))
     except (InvalidConfigError, NoConfigFoundError) as exc:

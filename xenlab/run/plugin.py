@@ -19,15 +19,14 @@ from labgrid.strategy.common import StrategyError
 from pexpect import TIMEOUT
 
 from ..errors import StageFailure, XenlabError
-from ..lab import places
+from ..lab import places, signals
 from ..lab.diagnose import Diagnosis, toolstack_mismatch
-from ..lab.monitors import parse_console_facts
-from ..lab.signals import install_sigterm_as_interrupt
 from ..lab.failures import stage_failure
 from .farmfile import Farm, load_farm, read_config
 from .junit import format_run
 from .known_issues import failure_text, load_known_issues, match as match_known_issue
 from .record import RunRecord, default_results_dir
+from .teardown import close_board, interrupt_reason, interrupted_line
 
 try:  # labgrid's plugin stashes the environment it loaded from --lg-env
     from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
@@ -258,29 +257,12 @@ def _finish(b: Board, abort_reason: str | None = None) -> None:
     if _BOARDS.get(b.name) is not b:
         return
     del _BOARDS[b.name]
-    strategy = b.strategy
     try:
-        if strategy.recorder is not None:
-            b.record.set_info(**parse_console_facts(strategy.recorder.text()),
-                              stage_marks=dict(strategy.marks))
+        # Held, so an interrupt can't stop the power-off halfway (all of it is bounded).
+        with signals.deferred():
+            close_board(b, abort_reason or interrupt_reason())
     finally:
-        try:
-            if abort_reason:
-                b.record.abort(abort_reason)
-            else:
-                b.record.finish()
-        finally:
-            try:
-                if strategy.status.name != "unknown":
-                    strategy.transition("off")
-            except Exception:  # the board may already be gone; the record is kept
-                try:  # a broken strategy refuses transitions: cut the power anyway
-                    strategy.cut_power()
-                except Exception:
-                    pass
-            if strategy.recorder is not None:
-                strategy.recorder.close()
-            _FINISHED.append(b.record.path)
+        _FINISHED.append(b.record.path)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -381,15 +363,20 @@ def pytest_runtest_setup(item):
 
 
 def pytest_sessionstart(session):
-    # SIGTERM (a killed CI job) ends the run like Ctrl-C: records say ABORTED.
-    install_sigterm_as_interrupt()
+    if _env(session.config) is None:  # no boards here: only SIGTERM unwinds like Ctrl-C
+        signals.install_sigterm_as_interrupt()
+        return
+    # SIGINT and SIGTERM (a killed CI job) end the run in seconds: records say ABORTED.
+    signals.install_interrupt_handler()
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
+    signals.ending()  # from here on signals are ignored: raised here, one is a traceback
     # Fixture teardown is skipped on some interrupts: never leave a record RUNNING.
     for b in list(_BOARDS.values()):
-        _finish(b, abort_reason=f"pytest session ended ({exitstatus!s}) before the board's "
-                                "teardown")
+        _finish(b, abort_reason=interrupt_reason() or
+                f"pytest session ended ({exitstatus!s}) before the board's teardown")
     places.release_all()  # places whose teardown never came
 
 
@@ -397,4 +384,5 @@ def pytest_terminal_summary(terminalreporter):
     for path in _FINISHED:
         terminalreporter.write_line("")
         terminalreporter.write_line(format_run(RunRecord.load(path)))
-
+    if signals.received() is not None:
+        terminalreporter.write_line(interrupted_line(_FINISHED))

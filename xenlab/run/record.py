@@ -82,6 +82,12 @@ def _json_default(value):
     return str(value)
 
 
+def _no_constant(name: str):
+    # json accepts NaN and Infinity; the writer never emits them and a time of NaN
+    # would poison every sum and plot that reads it.
+    raise ValueError(f"{name} is not a JSON number")
+
+
 @attr.s(auto_attribs=True, eq=False)
 class RunRecord:
     """One run of one target: what ran, each step's outcome, the verdict."""
@@ -285,7 +291,7 @@ class RunRecord:
         path = Path(path)
         file = path / "run.json" if path.is_dir() else path
         try:
-            d = json.loads(file.read_bytes())
+            d = json.loads(file.read_bytes(), parse_constant=_no_constant)
         except OSError as e:
             raise XenlabError(f"cannot read run record: {e.strerror}", where=str(file)) from None
         except (ValueError, RecursionError) as e:

@@ -90,7 +90,7 @@ RECORD = {
         "verdict": _STATUS,
         "verdict_reason": _TEXT,
         "classification": _OPT_TEXT,
-        "harness_pid": {"type": ["integer", "null"], "minimum": 1},
+        "harness_pid": {"type": ["integer", "null"], "minimum": 1, "maximum": 4194304},  # Linux pid_max
     },
 }
 

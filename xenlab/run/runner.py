@@ -30,12 +30,14 @@ from ..lab.signals import sigterm_as_interrupt
 from ..images.imageset import build_image_set
 from .farmfile import FarmTarget
 from .health import HEALTH_UNAVAILABLE
-from .record import RunRecord, new_run_id, safe_name
+from .record import RunRecord, Unreadable, new_run_id, safe_name
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TESTCASES = REPO / "testcases"
 POLL_S = 0.5
-TERMINATE_WAIT_S = 30  # a child needs a moment to mark its record ABORTED and power off
+# A child marks its record ABORTED and powers off within 5 s (bounded QEMU power-off);
+# twice that, then SIGKILL to its group (QEMU included).
+TERMINATE_WAIT_S = 10
 
 
 @attr.s(eq=False)
@@ -278,16 +280,21 @@ def run_farm(farm: Path | str, targets: Sequence[FarmTarget], results: Path | st
 
 
 def _stop(runs: Sequence[TargetRun], tester: str) -> None:
-    for run in runs:
-        if run.proc is not None and run.proc.poll() is None:
+    live = [run for run in runs if run.proc is not None and not run.done]
+    for run in live:
+        if run.proc.poll() is None:
             run.proc.terminate()
     deadline = time.monotonic() + TERMINATE_WAIT_S
-    for run in runs:
-        if run.proc is None or run.done:
-            continue
+    hurry = False
+    for run in live:
         try:
-            run.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C: no more waiting
+            if not hurry:
+                run.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        except KeyboardInterrupt:  # a second Ctrl-C: no more waiting, for any child
+            hurry = True
+        if run.proc.poll() is None:
             _kill(run)
         run.returncode = run.proc.returncode
         _reap(run, tester)
@@ -301,17 +308,23 @@ def _kill(run: TargetRun) -> None:
     run.proc.wait()
 
 
-def finished_records(runs: Sequence[TargetRun], *, aborted: bool = True) -> list[RunRecord]:
-    """The records of the runs that ended, in farm order (ABORTED ones only if `aborted`)."""
-    out = []
+def finished_records(runs: Sequence[TargetRun], *,
+                     aborted: bool = True) -> tuple[list[RunRecord], list[Unreadable]]:
+    """The records of the runs that ended, in farm order (ABORTED ones only if `aborted`),
+    and the runs whose record could not be read (listed, never fatal to the report)."""
+    out, unreadable = [], []
     for run in runs:
         if run.started is None or not (run.run_dir / "run.json").is_file():
             continue
-        record = RunRecord.load(run.run_dir)
+        try:
+            record = RunRecord.load(run.run_dir)
+        except XenlabError as exc:
+            unreadable.append(Unreadable(run.run_dir, str(exc)))
+            continue
         if record.verdict is not Status.RUNNING and \
                 (aborted or record.verdict is not Status.ABORTED):
             out.append(record)
-    return out
+    return out, unreadable
 
 
 def candidate_sets(targets, xen_source: str | None, xen_config=(), log=print,

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Console reading before and after issue 16, side by side in one run.
+
+    bench/console.py [--size BYTES] [--timeout S]
+
+For each pathological pattern, the seconds to clean and classify `--size`
+bytes of it with labgrid's re_vt100 and the per-line classifier (before) and
+with xenlab's one-pass readers (after); then a flooded TCP console read
+through labgrid's PtxExpect (whole-buffer search, a byte per read) and through
+WindowedExpect.  "> T" means the old reader was stopped after T seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from labgrid.util import re_vt100  # noqa: E402
+from labgrid.util.expect import PtxExpect  # noqa: E402
+
+from test_console_linear import PATHOLOGICAL, FloodingBoard, per_line_classify  # noqa: E402
+from xenlab.console_text import clean  # noqa: E402
+from xenlab.lab import monitors  # noqa: E402
+from xenlab.lab import console as lab_console  # noqa: E402
+
+
+class _Stop(BaseException):
+    pass
+
+
+def timed(fn, limit: float) -> float | None:
+    def alarm(*_):
+        raise _Stop()
+    signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    t0 = time.perf_counter()
+    try:
+        fn()
+        return time.perf_counter() - t0
+    except _Stop:
+        return None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def show(seconds: float | None, limit: float) -> str:
+    return f"> {limit:.0f}" if seconds is None else f"{seconds:.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1 << 20)
+    parser.add_argument("--timeout", type=float, default=20.0)
+    args = parser.parse_args()
+    print(f"{'pattern':18} {'before s':>9} {'after s':>9} {'ratio':>7}")
+    for name, piece in PATHOLOGICAL.items():
+        text = (piece * (args.size // len(piece) + 1))[:args.size]
+
+        def before():
+            re_vt100.sub("", text)
+            per_line_classify(text, "dom0")
+        old = timed(before, args.timeout)
+        new = timed(lambda: (clean(text), monitors.classify(text, "dom0")), args.timeout)
+        ratio = "-" if old is None or not new else f"{old / new:.1f}x"
+        print(f"{name:18} {show(old, args.timeout):>9} {show(new, args.timeout):>9} {ratio:>7}",
+              flush=True)
+
+    print("\nflooded TCP console (labgrid SerialDriver), a line of 'a' * 79 repeated:")
+    from labgrid import Target
+    from labgrid.driver import SerialDriver
+    from labgrid.resource import NetworkSerialPort
+    junk = (b"a" * 79 + b"\n") * (args.size // 80)
+    patterns = [r"Xen version \S+"] + [m.live_pattern for m in monitors.MONITORS]
+    for label, windowed in (("PtxExpect (labgrid)", False), ("WindowedExpect", True)):
+        board = FloodingBoard(junk, b"\r\nXen version 4.17.5\r\n")
+        target = Target(f"flood-{windowed}")
+        NetworkSerialPort(target, name=None, host="127.0.0.1", port=board.port, protocol="raw")
+        console = SerialDriver(target, name=None)
+        if windowed:
+            lab_console.bound_search_window(console)
+        target.activate(console)
+        seconds = timed(lambda: console.expect(patterns, timeout=args.timeout * 2), args.timeout)
+        target.deactivate(console)
+        print(f"  {label:22} {show(seconds, args.timeout):>9} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
