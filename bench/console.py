@@ -13,6 +13,7 @@ WindowedExpect.  "> T" means the old reader was stopped after T seconds.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import time
@@ -24,10 +25,26 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from labgrid.util import re_vt100  # noqa: E402
 from labgrid.util.expect import PtxExpect  # noqa: E402
 
-from test_console_linear import PATHOLOGICAL, FloodingBoard, per_line_classify  # noqa: E402
-from xenlab.console_text import clean  # noqa: E402
-from xenlab.lab import monitors  # noqa: E402
+from test_console_linear import PATHOLOGICAL, FloodingBoard  # noqa: E402
+from xenlab.console_text import body, clean, clean_lines  # noqa: E402
+from xenlab.lab import diagnose, monitors  # noqa: E402
 from xenlab.lab import console as lab_console  # noqa: E402
+
+
+# The monitors as they were: an unbounded "Assertion '.+' failed".
+OLD_MONITORS = [re.compile(m.regex.pattern.replace(".{1,200}?", ".+")) for m in monitors.MONITORS]
+OLD_TOOLSTACK = re.compile(r"domain creation fail: Permission denied|xc_\w+: .*Permission denied|"
+                           r"libxl: error: .*(?:version|Permission denied)")
+
+
+def old_classify(text: str) -> None:
+    """The per-line reading before issue 16: labgrid's re_vt100, every monitor on every line."""
+    lines = [line.rstrip() for line in re_vt100.sub("", text).replace("\r", "").split("\n")]
+    for line in (line for line in lines if line.strip()):
+        for regex in OLD_MONITORS:
+            if regex.search(body(line)):
+                return
+    OLD_TOOLSTACK.search(text)
 
 
 class _Stop(BaseException):
@@ -62,11 +79,9 @@ def main() -> int:
     for name, piece in PATHOLOGICAL.items():
         text = (piece * (args.size // len(piece) + 1))[:args.size]
 
-        def before():
-            re_vt100.sub("", text)
-            per_line_classify(text, "dom0")
-        old = timed(before, args.timeout)
-        new = timed(lambda: (clean(text), monitors.classify(text, "dom0")), args.timeout)
+        old = timed(lambda: old_classify(text), args.timeout)
+        new = timed(lambda: (monitors.classify(text, "dom0"),
+                             diagnose.toolstack_signature(text)), args.timeout)
         ratio = "-" if old is None or not new else f"{old / new:.1f}x"
         print(f"{name:18} {show(old, args.timeout):>9} {show(new, args.timeout):>9} {ratio:>7}",
               flush=True)
