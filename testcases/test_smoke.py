@@ -29,10 +29,10 @@ def test_uboot(board):
 
 
 def test_xen_boots(board):
-    """Xen prints its banner, its version is the image set's, and it loads Dom0."""
+    """Xen prints its banner, its version is the image set's, and it builds Dom0."""
     strategy = board.boot("xen")
     assert strategy.facts["xen_version"] == board.images.xen_version
-    assert "dom0-loading" in strategy.marks
+    assert "dom0-loading" in strategy.marks and "xen-handover" in strategy.marks
 
 
 def test_dom0_boots(board):

@@ -92,7 +92,8 @@ def per_line_classify(text: str, stage: str):
                 continue
             if mon.regex.search(body(line)):
                 return (Status(mon.status), mon.classification.format(guest=guest),
-                        lines[max(0, i - monitors.CONTEXT_LINES):i + 1])
+                        lines[max(0, i - monitors.CONTEXT_LINES):i + 1]
+                        + monitors.panic_reason(lines, i))
         booted = booted or bool(re.search(r"^U-Boot 20\d\d|Starting kernel|^\(XEN\)", line))
     return None
 
@@ -196,3 +197,12 @@ def test_a_marker_early_in_one_large_read_is_not_missed():
     finally:
         target.deactivate(console)
     assert index == 0 and before == b""
+
+
+def test_a_xen_panic_brings_its_reason():
+    # A real console (Dom0's memory_mb at 1900 of 2048 MiB): the reason follows the panic line.
+    text = (TRANSCRIPT.parent / "qemu-arm64-dom0-construction-panic.log").read_text(errors="replace")
+    status, classification, evidence = monitors.classify(text, "xen")
+    assert (status, classification) == (Status.FAIL, "xen-panic")
+    assert evidence[-2] == "(XEN) Panic on CPU 0:"
+    assert evidence[-1] == "(XEN) Failed to allocate requested dom0 memory. 12MB unallocated"

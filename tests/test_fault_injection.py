@@ -74,6 +74,8 @@ def test_clean_replay_passes(tmp_path):
     ("tftp-missing", "uboot", "ERROR", "tftp-file-missing", "File not found"),
     ("hang-xen", "xen_boots", "FAIL", "stage-timeout:xen", None),
     ("xen-panic", "xen_boots", "FAIL", "xen-panic", "Panic on CPU 0"),
+    # Issue 13: a panic while Xen builds Dom0 is Xen's failure, not Dom0's (a real console).
+    ("xen-dom0-construction-panic", "xen_boots", "FAIL", "xen-panic", "Panic on CPU 0"),
     ("uboot-reset", "xen_boots", "FAIL", "uboot-reset-loop", "U-Boot 2023.01"),
     ("hang-dom0", "dom0_boots", "FAIL", "stage-timeout:dom0", None),
     ("dom0-panic", "dom0_boots", "FAIL", "dom0-panic", "Kernel panic - not syncing"),
@@ -97,6 +99,22 @@ def test_fault_is_classified_and_kept(tmp_path, scenario, stage, status, classif
         assert any(evidence in line for line in bad["evidence"]), bad["evidence"]
     junit = (run / "junit.xml").read_text()
     assert classification in junit
+
+
+def test_a_panic_while_xen_builds_dom0_is_xens_failure_and_says_why(tmp_path):
+    """Issue 13: "Could not set up DOM0"-class panics come after LOADING DOMAIN 0. The Xen
+    stage lasts until Xen hands the console over, so xen_boots fails (Dom0 never ran),
+    and the message quotes the panic with the reason Xen printed after it."""
+    proc, run = run_scenario(tmp_path, "xen-dom0-construction-panic")
+    record = _record(run)
+    steps = {s["name"]: s for s in record["steps"]}
+    assert steps["uboot"]["status"] == "PASS"
+    assert steps["xen_boots"]["status"] == "FAIL"
+    assert steps["dom0_boots"]["status"] == "SKIP"
+    assert "Panic on CPU 0: Failed to allocate requested dom0 memory. 12MB unallocated" in \
+        steps["xen_boots"]["message"], steps["xen_boots"]["message"]
+    assert "dom0-loading" in record["info"]["stage_marks"]
+    assert "xen-handover" not in record["info"]["stage_marks"]
 
 
 def test_garbage_on_the_console_does_not_break_the_boot(tmp_path):

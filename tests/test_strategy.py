@@ -57,7 +57,8 @@ def test_walks_to_the_shell_in_order_and_reentry_is_a_no_op(replayed):
     strategy.transition("shell")
     assert strategy.status is BoardState.shell
     marks = strategy.marks
-    order = ["uboot", "xen-banner", "dom0-loading", "dom0-linux", "dom0-ready", "dom0-prompt"]
+    order = ["uboot", "xen-banner", "dom0-loading", "xen-handover", "dom0-linux", "dom0-ready",
+             "dom0-prompt"]
     assert [m for m in marks if m in order] == order
     assert [marks[m] for m in order] == sorted(marks[m] for m in order)
     assert strategy.facts["xen_version"] == "4.17.5"

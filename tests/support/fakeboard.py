@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 TRANSCRIPT = Path(__file__).resolve().parent.parent / "data" / "qemu-arm64-console.log"
+DOM0_CONSTRUCTION_PANIC = TRANSCRIPT.with_name("qemu-arm64-dom0-construction-panic.log")
 
 UBOOT_PROMPT = b"=> "
 DOM0_PROMPT = b"dom0# "
@@ -46,7 +47,8 @@ NOISE = ("(XEN) d0v0: vGICD: unhandled word write 0x000000ffffffff to ICACTIVER4
          "[   12.400001] random: crng init done")
 
 SCENARIOS = ("noisy-shell", "domu-silent", "clean", "hang-uboot", "hang-xen", "hang-dom0", "hang-shell", "xen-panic",
-             "dom0-panic", "garbage", "uboot-reset", "eof", "tftp-missing")
+             "dom0-panic", "garbage", "uboot-reset", "eof", "tftp-missing",
+             "xen-dom0-construction-panic")
 
 
 KEEP = re.compile(r"^\(XEN\)|Booting Linux|Linux version|Xen \d+\.\d+ support|XENLAB|Run /init")
@@ -83,6 +85,13 @@ def boot_stream(scenario: str) -> tuple[list[bytes], bool]:
         shell = False
     elif scenario == "xen-panic":
         boot, shell = boot[:idx["xen"] + 5] + PANIC_XEN, False
+    elif scenario == "xen-dom0-construction-panic":
+        # Recorded on the QEMU board with Dom0's memory_mb at 1900 of 2048 MiB: Xen panics
+        # while it builds Dom0, after "LOADING DOMAIN 0" (tests/data/README).
+        recorded = [l.rstrip("\r") for l in DOM0_CONSTRUCTION_PANIC.read_text(errors="replace").split("\n")]
+        recorded = [l for l in recorded if l.strip()]
+        after = next(i for i, l in enumerate(recorded) if "LOADING DOMAIN 0" in l)
+        boot, shell = boot[:idx["dom0"]] + recorded[after:], False
     elif scenario == "dom0-panic":
         boot, shell = boot[:idx["linux"] + 30] + PANIC_DOM0, False
     elif scenario == "uboot-reset":

@@ -119,6 +119,26 @@ def parse_console_facts(text: str) -> dict:
     return facts
 
 
+REASON_LINES = 3
+
+
+def panic_reason(lines: list[str], i: int) -> list[str]:
+    """The lines Xen's panic() prints after "Panic on CPU n:" (why), up to its row of stars.
+
+    Nothing for any other line: a kernel panic and a Xen BUG say why on their own line.
+    """
+    if not _XEN_PANIC.search(lines[i]):
+        return []
+    out = []
+    for line in lines[i + 1:i + 1 + REASON_LINES]:
+        if body(line).startswith("****"):
+            break
+        if body(line):
+            out.append(line)
+    return out
+
+
+_XEN_PANIC = re.compile(r"Panic on CPU \d+:?\s*$")
 _BOOT_STARTED = re.compile(r"^U-Boot 20\d\d|Starting kernel|^\(XEN\)", re.M)
 CONTEXT_LINES = 4
 
@@ -140,7 +160,7 @@ def classify(text: str, stage: str) -> tuple[Status, str, list[str]] | None:
             if mon.after_boot and i <= started:
                 continue
             if mon.regex.search(text_body):
-                evidence = lines[max(0, i - CONTEXT_LINES):i + 1]
+                evidence = lines[max(0, i - CONTEXT_LINES):i + 1] + panic_reason(lines, i)
                 return Status(mon.status), mon.classification.format(guest=guest), evidence
     return None
 
