@@ -290,3 +290,23 @@ def test_doctor_refuses_a_dom0_larger_than_the_free_ram(tmp_path):
     path.write_text(yaml.safe_dump(data))
     (found,) = [f for f in doctor(load_profile(path)) if f.code == "dom0-memory-over-ram"]
     assert found.severity.value == "error" and "key 'dom0.memory_mb': 2048 MiB" in found.message
+
+
+def test_a_silent_xen_is_explained_by_the_doctors_console_checks(tmp_path):
+    """Issue 13: the hint for a Xen silent after "Starting kernel" comes from the board's DTB."""
+    from types import SimpleNamespace
+    from xenlab.lab.diagnose import EARLY_PRINTK, silent_xen
+
+    data = Path(__file__).resolve().parent / "data"
+    silent = (data / "qemu-arm64-dtuart-alias-missing.log").read_text(errors="replace")
+    good = load_profile("qemu-virt-arm64")
+    broken = variant(tmp_path, "qemu-virt-arm64", lambda d: d.update(dtuart="serial0"))
+    board = lambda p: SimpleNamespace(profile=p, dtb=resolve_dtb(p))  # noqa: E731
+
+    assert silent_xen(board(good), (data / "qemu-arm64-console.log").read_text(errors="replace")) is None
+    hint = silent_xen(board(broken), silent)
+    assert hint.startswith("Xen printed nothing after 'Starting kernel ...': ")
+    assert "'serial0' does not resolve: the DTB has no /aliases node" in hint
+    assert "use dtuart=/pl011@9000000" in hint
+    # The path resolves, and Xen is still silent: no alias to blame, early printk to look further.
+    assert silent_xen(board(good), silent).endswith(EARLY_PRINTK)

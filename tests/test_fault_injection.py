@@ -101,6 +101,20 @@ def test_fault_is_classified_and_kept(tmp_path, scenario, stage, status, classif
     assert classification in junit
 
 
+def test_a_silent_xen_gets_the_seeds_hint_from_the_boards_dtb(tmp_path):
+    """Issue 13: Xen silent after "Starting kernel" (a real console, dtuart: serial0 on a DTB
+    without /aliases) is not a bare stage-timeout: it says the alias is missing and which
+    path works, worked out from the board's DTB as the doctor does."""
+    profile = tmp_path / "fake-arm64.yaml"
+    profile.write_text(PROFILE.read_text().replace("dtuart: /pl011@9000000", "dtuart: serial0"))
+    proc, run = run_scenario(tmp_path, "xen-silent", profile=profile)
+    bad = _first_bad(_record(run))
+    assert (bad["name"], bad["status"], bad["classification"]) == ("xen_boots", "FAIL", "xen-silent")
+    assert "Xen printed nothing after 'Starting kernel ...'" in bad["message"]
+    assert "'serial0' does not resolve: the DTB has no /aliases node" in bad["message"]
+    assert "use dtuart=/pl011@9000000" in bad["message"], bad["message"]
+
+
 def test_a_panic_while_xen_builds_dom0_is_xens_failure_and_says_why(tmp_path):
     """Issue 13: "Could not set up DOM0"-class panics come after LOADING DOMAIN 0. The Xen
     stage lasts until Xen hands the console over, so xen_boots fails (Dom0 never ran),

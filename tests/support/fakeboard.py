@@ -18,6 +18,7 @@ from pathlib import Path
 
 TRANSCRIPT = Path(__file__).resolve().parent.parent / "data" / "qemu-arm64-console.log"
 DOM0_CONSTRUCTION_PANIC = TRANSCRIPT.with_name("qemu-arm64-dom0-construction-panic.log")
+XEN_SILENT = TRANSCRIPT.with_name("qemu-arm64-dtuart-alias-missing.log")
 
 UBOOT_PROMPT = b"=> "
 DOM0_PROMPT = b"dom0# "
@@ -48,7 +49,7 @@ NOISE = ("(XEN) d0v0: vGICD: unhandled word write 0x000000ffffffff to ICACTIVER4
 
 SCENARIOS = ("noisy-shell", "domu-silent", "clean", "hang-uboot", "hang-xen", "hang-dom0", "hang-shell", "xen-panic",
              "dom0-panic", "garbage", "uboot-reset", "eof", "tftp-missing",
-             "xen-dom0-construction-panic")
+             "xen-dom0-construction-panic", "xen-silent")
 
 
 KEEP = re.compile(r"^\(XEN\)|Booting Linux|Linux version|Xen \d+\.\d+ support|XENLAB|Run /init")
@@ -70,6 +71,11 @@ def _segments() -> tuple[list[str], list[str]]:
     return lines[:a_end + 1], boot
 
 
+def _lines(path: Path) -> list[str]:
+    lines = [l.rstrip("\r") for l in path.read_text(errors="replace").split("\n")]
+    return [l for l in lines if l.strip()]
+
+
 def boot_stream(scenario: str) -> tuple[list[bytes], bool]:
     """The chunks the board prints after `booti`, and whether a shell follows."""
     _, boot = _segments()
@@ -77,8 +83,14 @@ def boot_stream(scenario: str) -> tuple[list[bytes], bool]:
            (("xen", "Xen version"), ("dom0", "LOADING DOMAIN 0"),
             ("linux", "Booting Linux"), ("ready", "XENLAB-DOM0-READY"))}
     shell = True
-    if scenario == "hang-xen":
-        boot, shell = boot[:idx["xen"]], False
+    if scenario == "hang-xen":  # Xen speaks, then stops
+        boot, shell = boot[:idx["xen"] + 3], False
+    elif scenario == "xen-silent":
+        # Recorded on the QEMU board with dtuart: serial0 (virt's DTB has no /aliases):
+        # U-Boot's "Starting kernel ..." and then nothing from Xen (tests/data/README.md).
+        recorded = _lines(XEN_SILENT)
+        start = next(i for i, l in enumerate(recorded) if "Starting kernel" in l)
+        boot, shell = recorded[start:], False
     elif scenario == "hang-dom0":
         boot, shell = boot[:idx["linux"] + 20], False
     elif scenario == "hang-shell":
@@ -88,8 +100,7 @@ def boot_stream(scenario: str) -> tuple[list[bytes], bool]:
     elif scenario == "xen-dom0-construction-panic":
         # Recorded on the QEMU board with Dom0's memory_mb at 1900 of 2048 MiB: Xen panics
         # while it builds Dom0, after "LOADING DOMAIN 0" (tests/data/README).
-        recorded = [l.rstrip("\r") for l in DOM0_CONSTRUCTION_PANIC.read_text(errors="replace").split("\n")]
-        recorded = [l for l in recorded if l.strip()]
+        recorded = _lines(DOM0_CONSTRUCTION_PANIC)
         after = next(i for i, l in enumerate(recorded) if "LOADING DOMAIN 0" in l)
         boot, shell = boot[:idx["dom0"]] + recorded[after:], False
     elif scenario == "dom0-panic":

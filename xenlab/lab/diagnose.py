@@ -16,9 +16,12 @@ from pathlib import Path
 
 from pexpect import TIMEOUT
 
+from ..console_text import clean, clean_lines
+from ..errors import Severity
 from ..images.cache import atomic_write
 from ..images.imageset import xen_line
-from ..console_text import clean
+from ..plan.doctor import console_findings
+from ..plan.dtb import DtbInfo
 
 DEBUG_KEYS = "hqr0"  # help, domain info, run queues, dump registers of all CPUs
 EARLY_TRAP = re.compile(r"\bPC:\s*(?:0x)?0*c\b", re.IGNORECASE)
@@ -84,6 +87,35 @@ def toolstack_mismatch(hypervisor: str | None, tools: str | None, text: str) -> 
     return (f"toolstack mismatch ({versions}): Xen's domctl interface is not stable across "
             "releases, so xl fails (`xl info`, `domain creation fail: Permission denied`); "
             "build hypervisor and tools from one source with --xen-source")
+
+
+EARLY_PRINTK = ("a debug Xen with early printk shows how far it gets: --xen-source with "
+                "--xen-config debug and an earlyprintk fragment for this UART "
+                "(hypervisor/configs/earlyprintk-qemu-virt.config is QEMU virt's PL011)")
+
+
+def silent_xen(prepared, console_text: str) -> str | None:
+    """Why Xen printed nothing after U-Boot started it, from the board's own DTB; None if it spoke.
+
+    The seed's §8.6: a `dtuart` alias missing from the DTB loses Xen's console
+    without a word.  The doctor's console checks on the same profile and DTB say
+    which fix applies (the alias that exists, or the full path).
+    """
+    lines = clean_lines(console_text)
+    start = next((i for i in range(len(lines) - 1, -1, -1) if "Starting kernel" in lines[i]), None)
+    if start is None or any("(XEN)" in l or "Xen version" in l for l in lines[start + 1:]):
+        return None
+    why = f"Xen printed nothing after {lines[start].strip()!r}"
+    try:
+        found = [f for f in console_findings(prepared.profile, DtbInfo.load(prepared.dtb))
+                 if f.severity in (Severity.ERROR, Severity.WARN)]
+    except Exception:  # a diagnosis never hides the failure: the generic hint stays
+        found = []
+    if found:
+        return f"{why}: {found[0].message}; {found[0].hint}"
+    return (f"{why} (seed §8.6): dtuart={prepared.profile.dtuart} resolves in the DTB, so check "
+            f"that Xen has a driver for that UART and that it is the one the lab's cable is on; "
+            f"{EARLY_PRINTK}")
 
 
 class Diagnosis:

@@ -1,6 +1,7 @@
-"""What a board's console says: the monitors for what must never appear, the one
-classifier of a failure (used live by the strategy and on replayed logs), and
-the versions that really ran (LAVA's monitors, Xen's panic path).
+"""What a board's console says: the markers each boot stage waits for, the monitors
+for what must never appear, the one classifier of a failure (used live by the
+strategy and on replayed logs), and the versions that really ran (LAVA's
+monitors, Xen's panic path).
 
 Harmless under QEMU and deliberately absent: "CPU0 has no enable method",
 "Guests without CPU erratum workarounds can deadlock", "vGICD: unhandled word
@@ -15,6 +16,17 @@ import attr
 
 from ..console_text import PREFIX, body, clean_lines
 from ..errors import Status
+
+# What each stage waits for, in order. The ready marker comes from the image set.
+STAGE_MARKERS = {
+    "xen": [("xen-banner", r"Xen version (\d+\.\d+[^\s(]*)\s"),  # \s: the version is whole
+            ("dom0-loading", r"\*\*\* LOADING DOMAIN 0 \*\*\*"),
+            # Xen builds Dom0 between these two: a panic there ("Could not set up DOM0
+            # guest OS") is Xen's failure, so the Xen stage ends when Xen hands over.
+            ("xen-handover", r"\*\*\* Serial input to ")],
+    "dom0": [("dom0-linux", r"Booting Linux on physical CPU"),
+             ("dom0-ready", "{ready}")],
+}
 
 UBOOT_BANNER = re.compile(r"^U-Boot (20\d\d\.\d\d\S*)")  # not "U-Boot SPL 20..": that precedes it
 
@@ -136,6 +148,16 @@ def panic_reason(lines: list[str], i: int) -> list[str]:
         if body(line):
             out.append(line)
     return out
+
+
+def quote(evidence: list[str]) -> str:
+    """The line classify() matched, with the reason Xen printed after a panic: for messages.
+
+    classify() takes the earliest match, so no line before it matches a monitor.
+    """
+    first = next((k for k, line in enumerate(evidence)
+                  if any(m.regex.search(body(line)) for m in MONITORS)), len(evidence) - 1)
+    return " ".join([evidence[first].strip()] + [body(line) for line in evidence[first + 1:]])
 
 
 _XEN_PANIC = re.compile(r"Panic on CPU \d+:?\s*$")

@@ -25,12 +25,11 @@ from labgrid.step import step
 from labgrid.strategy.common import Strategy, StrategyError, never_retry
 from pexpect import EOF, TIMEOUT
 
-from ..console_text import body
 from ..errors import StageFailure, XenlabError
 from ..plan.prepare import PreparedBoard, prepare
 from .console import ConsoleRecorder, bound_search_window
 from .failures import command_why, one_line
-from .monitors import MONITORS, classify, uboot_reply_failure
+from .monitors import MONITORS, STAGE_MARKERS, classify, quote, uboot_reply_failure
 
 
 class BoardState(enum.Enum):
@@ -50,16 +49,6 @@ BELOW = {
     BoardState.shell: BoardState.dom0,
 }
 
-# What each stage waits for, in order. The ready marker comes from the image set.
-STAGE_MARKERS = {
-    "xen": [("xen-banner", r"Xen version (\d+\.\d+[^\s(]*)\s"),  # \s: the version is whole
-            ("dom0-loading", r"\*\*\* LOADING DOMAIN 0 \*\*\*"),
-            # Xen builds Dom0 between these two: a panic there ("Could not set up DOM0
-            # guest OS") is Xen's failure, so the Xen stage ends when Xen hands over.
-            ("xen-handover", r"\*\*\* Serial input to ")],
-    "dom0": [("dom0-linux", r"Booting Linux on physical CPU"),
-             ("dom0-ready", "{ready}")],
-}
 
 
 @target_factory.reg_driver
@@ -369,13 +358,8 @@ class XenStrategy(Strategy):
                                  f"waiting for {name}: console matched {mon.regex.pattern!r}")
         status, classification, cause = found
         evidence = cause + [line for line in tail if line not in cause]
-        # Quote the line that matched and, for a Xen panic, the reason Xen printed after it.
-        # classify() takes the earliest match: no line before it matches a monitor.
-        first = next((k for k, line in enumerate(cause)
-                      if any(m.regex.search(body(line)) for m in MONITORS)), len(cause) - 1)
-        shown = " ".join([cause[first].strip()] + [body(line) for line in cause[first + 1:]])
         return self._failure(stage, status.value, classification,
-                             f"waiting for {name}: console shows {shown!r}", evidence)
+                             f"waiting for {name}: console shows {quote(cause)!r}", evidence)
 
     def _check_alive(self, stage: str) -> None:
         """A power driver that knows its board died (XenQEMUDriver.exited) says why."""

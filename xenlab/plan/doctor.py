@@ -53,7 +53,7 @@ def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None 
 
 def dtb_findings(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
     """What the host's DTB tells about booting Xen on `profile`: RAM, UART, CPUs, /chosen."""
-    return _memory(profile, info) + _console(profile, info) + _cpus(profile, info) + _chosen(info)
+    return _memory(profile, info) + console_findings(profile, info) + _cpus(profile, info) + _chosen(info)
 
 
 # --------------------------------------------------------------------------- firmware
@@ -144,7 +144,8 @@ def _memory_nodes(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
 
 # --------------------------------------------------------------------------- console
 
-def _console(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
+def console_findings(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
+    """Whether Xen finds its console UART from `dtuart` (also the silent-Xen diagnosis)."""
     out = []
     dtuart = profile.dtuart
     target = info.resolve(dtuart)

@@ -20,7 +20,7 @@ from pexpect import TIMEOUT
 
 from ..errors import StageFailure, XenlabError
 from ..lab import places, signals
-from ..lab.diagnose import Diagnosis, toolstack_mismatch
+from ..lab.diagnose import Diagnosis, silent_xen, toolstack_mismatch
 from ..lab.failures import stage_failure
 from .farmfile import Farm, load_farm, read_config
 from .junit import format_run
@@ -299,6 +299,11 @@ def _diagnose(b: "Board", step: str, excinfo, classification: str, message: str)
     diag = Diagnosis(b.strategy, b.record.diagnostics)
     try:
         if isinstance(exc, StageFailure):
+            if exc.stage == "xen" and classification == "stage-timeout:xen" and \
+                    b.strategy.recorder and b.strategy.prepared:
+                hint = silent_xen(b.strategy.prepared, b.strategy.recorder.text())
+                if hint:  # nothing to ask a Xen that never spoke
+                    return "xen-silent", hint
             if exc.stage in ("xen", "dom0", "shell") and classification.startswith("stage-timeout"):
                 diag.hung_hypervisor_or_dom0()
             return classification, message
