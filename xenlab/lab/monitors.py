@@ -75,9 +75,9 @@ def _any_of(patterns) -> re.Pattern:
     return re.compile("|".join(f"(?:{a})" for a in alts), re.M)
 
 
-def _candidates(finder: re.Pattern, lines: list[str]):
-    """(index, line) of the lines `finder` matches, in order, each once."""
-    text = "\n".join(lines)
+def _candidates(finder: re.Pattern, lines: list[str], text: str | None = None):
+    """(index, line) of the lines `finder` matches, in order, each once (`text`: the lines joined)."""
+    text = "\n".join(lines) if text is None else text
     index = pos = 0
     while (m := finder.search(text, pos)):
         index += text.count("\n", pos, m.start())  # pos is always a line start
@@ -174,9 +174,10 @@ def classify(text: str, stage: str) -> tuple[Status, str, list[str]] | None:
     """
     guest = "domu" if "domu" in stage.lower() else "dom0"
     lines = clean_lines(text)
+    joined = "\n".join(lines)
     # The boot has started on the line after the first one that starts it.
-    started = next((i for i, _ in _candidates(_BOOT_STARTED, lines)), len(lines))
-    for i, line in _candidates(_MONITOR_LINES, lines):
+    started = next((i for i, _ in _candidates(_BOOT_STARTED, lines, joined)), len(lines))
+    for i, line in _candidates(_MONITOR_LINES, lines, joined):
         text_body = body(line)
         for mon in MONITORS:
             if mon.after_boot and i <= started:

@@ -347,19 +347,24 @@ def scan_runs(root: Path | str | None = None,
         target_dirs = [root / safe_name(target, "target")]
     else:
         target_dirs = sorted(root.iterdir()) if root.is_dir() else []
-    runs, unreadable = [], []
-    for target_dir in target_dirs:
-        if not NAME_RE.fullmatch(target_dir.name) or not target_dir.is_dir():
-            continue
-        for run_dir in sorted(target_dir.iterdir()):
-            # A directory without run.json was created by a run killed in its first millisecond.
-            if not NAME_RE.fullmatch(run_dir.name) or not (run_dir / "run.json").exists():
-                continue
-            try:
-                runs.append(RunRecord.load(run_dir))
-            except XenlabError as exc:
-                unreadable.append(Unreadable(run_dir, str(exc)))
+    # A directory without run.json was created by a run killed in its first millisecond.
+    runs, unreadable = read_runs(
+        run_dir for target_dir in target_dirs
+        if NAME_RE.fullmatch(target_dir.name) and target_dir.is_dir()
+        for run_dir in sorted(target_dir.iterdir())
+        if NAME_RE.fullmatch(run_dir.name) and (run_dir / "run.json").exists())
     runs.sort(key=lambda r: (r.start_time, r.run_id), reverse=True)
+    return runs, unreadable
+
+
+def read_runs(run_dirs: Iterable[Path]) -> tuple[list[RunRecord], list[Unreadable]]:
+    """The records of `run_dirs`, in order, and the ones that could not be read."""
+    runs, unreadable = [], []
+    for run_dir in run_dirs:
+        try:
+            runs.append(RunRecord.load(run_dir))
+        except XenlabError as exc:
+            unreadable.append(Unreadable(run_dir, str(exc)))
     return runs, unreadable
 
 

@@ -30,7 +30,7 @@ from ..lab.signals import sigterm_as_interrupt
 from ..images.imageset import build_image_set
 from .farmfile import FarmTarget
 from .health import HEALTH_UNAVAILABLE
-from .record import RunRecord, Unreadable, new_run_id, safe_name
+from .record import RunRecord, Unreadable, new_run_id, read_runs, safe_name
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TESTCASES = REPO / "testcases"
@@ -312,19 +312,10 @@ def finished_records(runs: Sequence[TargetRun], *,
                      aborted: bool = True) -> tuple[list[RunRecord], list[Unreadable]]:
     """The records of the runs that ended, in farm order (ABORTED ones only if `aborted`),
     and the runs whose record could not be read (listed, never fatal to the report)."""
-    out, unreadable = [], []
-    for run in runs:
-        if run.started is None or not (run.run_dir / "run.json").is_file():
-            continue
-        try:
-            record = RunRecord.load(run.run_dir)
-        except XenlabError as exc:
-            unreadable.append(Unreadable(run.run_dir, str(exc)))
-            continue
-        if record.verdict is not Status.RUNNING and \
-                (aborted or record.verdict is not Status.ABORTED):
-            out.append(record)
-    return out, unreadable
+    records, unreadable = read_runs(run.run_dir for run in runs if run.started is not None
+                                    and (run.run_dir / "run.json").is_file())
+    return [r for r in records if r.verdict is not Status.RUNNING
+            and (aborted or r.verdict is not Status.ABORTED)], unreadable
 
 
 def candidate_sets(targets, xen_source: str | None, xen_config=(), log=print,
