@@ -149,7 +149,10 @@ def test_unknown_keys_are_rejected(tmp_path, change, key):
 
 
 @pytest.mark.parametrize("change,expect", [
-    (lambda d: d.pop("dtuart"), "key 'dtuart': missing"),
+    # stdout-path's spelling: the hint says what to drop and where the speed goes (issue 13)
+    (lambda d: d.update(dtuart="serial2:1500000n8"),
+     "key 'dtuart': 'serial2:1500000n8': drop ':1500000n8' (dtuart names the UART only; "
+     "give the speed as console: {baudrate: 1500000})"),
     (lambda d: d.update(arch="x86"), "key 'arch': 'x86' is not one of arm64, arm32"),
     (lambda d: d.update(emulated="yes"), "key 'emulated': 'yes' is not true or false"),
     (lambda d: d["dom0"].update(memory_mb=0), "key 'dom0.memory_mb': 0 is too small"),

@@ -54,13 +54,18 @@ def expected_codes(profile, dtb: Path) -> set[str]:
         codes.add("memory-node-missing")
     elif all(int(w, 16) == 0 for n in memory for w in (fdtget(dtb, "-t", "x", f"/{n}", "reg") or "0").split()):
         codes.add("memory-node-empty")
-    target = resolve(dtb, profile.dtuart)
-    if target is None:
-        codes.add("dtuart-path-missing" if profile.dtuart.startswith("/") else "dtuart-alias-missing")
+    codes.add("console")  # where dtuart and the baud rate come from, always said
     stdout = fdtget(dtb, "-t", "s", "/chosen", "stdout-path")
+    dtuart = profile.dtuart or stdout.split(":")[0]
+    target = resolve(dtb, dtuart)
+    if target is None:
+        codes.add("dtuart-path-missing" if dtuart.startswith("/") else "dtuart-alias-missing")
     if stdout and target and resolve(dtb, stdout.split(":")[0]) != target:
         codes.add("dtuart-stdout-mismatch")
     cpus = [n for n in subnodes(dtb, "/cpus") if n.startswith("cpu@")]
+    cores = {fdtget(dtb, "-t", "s", f"/cpus/{c}", "compatible") for c in cpus}
+    if len(cores) > 1 and "hmp-unsafe" not in profile.xen_cmdline:
+        codes.add("cpus-heterogeneous")
     if len(cpus) > 1:
         default = fdtget(dtb, "-t", "s", "/cpus", "enable-method")
         methods = [fdtget(dtb, "-t", "s", f"/cpus/{c}", "enable-method") or default for c in cpus[1:]]
@@ -217,7 +222,7 @@ def test_profile_memory_outside_dtb_ram(tmp_path):
 def test_matching_images_fit(tmp_path):
     files = {"xen": arm64_image(tmp_path / "xen"), "dom0-kernel": arm64_image(tmp_path / "Image", 4 * MiB)}
     found = by_code(doctor(load_profile("qemu-virt-arm64"), files))
-    assert set(found) == {"plan"} and found["plan"].severity is Severity.INFO
+    assert set(found) == {"console", "plan"} and found["plan"].severity is Severity.INFO
 
 
 def test_boot_command_must_match_image_format(tmp_path):

@@ -125,12 +125,13 @@ def cmd_doctor(args) -> int:
             worst = 1
             continue
         print(f"== {profile.name} ({profile.arch}): {profile.description}")
-        files, extra = None, []
+        files, extra, xen = None, [], None
         if args.images or args.with_images:
             images = image_set_for(profile, args.images or None)
             files = boot_files(images)
             extra = checks.kernel_config_findings(images)
-        worst = max(worst, _print_findings(doctor(profile, files, extra_findings=extra)))
+            xen = images.xen_features()
+        worst = max(worst, _print_findings(doctor(profile, files, extra_findings=extra, xen=xen)))
     return worst
 
 

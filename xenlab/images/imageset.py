@@ -28,6 +28,7 @@ from .cache import build_aside, cache_root, sha256_bytes, sha256_file
 from .imageformat import image_format, xen_version
 from .manifest import ARCHES, Manifest, load_manifest, manifest_path
 from .rootfs import RECIPE_DIR
+from .xenfeatures import XenFeatures
 
 # Bump when the build logic changes what a manifest produces.
 BUILDER_VERSION = "5"
@@ -145,6 +146,11 @@ class ImageSet:
     @property
     def toolstack_mismatch(self) -> dict | None:
         return self.info.get("toolstack_mismatch")
+
+    def xen_features(self):
+        """What the Xen under test drives, from its binary and xen.config (doctor)."""
+        config = self.dir / "xen.config" if "xen.config" in self.artifacts else None
+        return XenFeatures.load(self.path("xen"), self.xen_version, config)
 
     @property
     def dom0_ready_marker(self) -> str:

@@ -113,7 +113,9 @@ def silent_xen(prepared, console_text: str) -> str | None:
         found = []
     if found:
         return f"{why}: {found[0].message}; {found[0].hint}"
-    return (f"{why} (seed §8.6): dtuart={prepared.profile.dtuart} resolves in the DTB, so check "
+    console = getattr(getattr(prepared, "plan", None), "console", None)
+    dtuart = console.dtuart if console else prepared.profile.dtuart
+    return (f"{why} (seed §8.6): dtuart={dtuart} resolves in the DTB, so check "
             f"that Xen has a driver for that UART and that it is the one the lab's cable is on; "
             f"{EARLY_PRINTK}")
 

@@ -26,6 +26,7 @@ from .profile import BoardProfile, Region, check_cmdline
 from ..images.cache import atomic_write, sha256_file
 from .chosen import DomUSpec, DtEdit, chosen_edits, edit_bytes, uboot_edit
 from .dtb import DtbInfo, read_dtb, set_prop
+from .uart import ConsoleUart, console_uart, require_dtuart
 from ..errors import XenlabError
 from ..images.imageformat import image_info
 from .layout import ALIGN, SCRIPT_SLOT, MiB  # noqa: F401  (the plan's units, for its readers)
@@ -66,6 +67,7 @@ class BootPlan:
     domus: tuple[DomUSpec, ...]
     dtb_headroom: int  # bytes for `fdt resize`: the /chosen edits fit in it
     edits: tuple[DtEdit, ...]
+    console: ConsoleUart | None = None  # Xen's UART and the speed the lab must read it at
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -109,7 +111,9 @@ class BootPlan:
                                      for a, b, why in info.reserved_regions()
                                      if a < mem.end and mem.start < b]
 
-        xen_bootargs = (f"console=dtuart dtuart={profile.dtuart} dom0_mem={profile.dom0.memory_mb}M "
+        uart = console_uart(profile, info)
+        require_dtuart(profile, info)
+        xen_bootargs = (f"console=dtuart dtuart={uart.dtuart} dom0_mem={profile.dom0.memory_mb}M "
                         f"dom0_max_vcpus={profile.dom0.vcpus} {profile.xen_cmdline}").strip()
         for what, value in (("Xen command line", xen_bootargs), ("Dom0 command line", profile.dom0.cmdline)):
             why = check_cmdline(value)
@@ -145,7 +149,7 @@ class BootPlan:
                                       sha256_file(path), spans[role])
         edits = chosen_edits(by_role, has_chosen, xen_bootargs, profile.dom0.cmdline, domus)
         return cls(profile, tuple(sorted(by_role.values(), key=lambda p: p.addr)), script_addr,
-                   xen_bootargs, profile.dom0.cmdline, domus, headroom, tuple(edits))
+                   xen_bootargs, profile.dom0.cmdline, domus, headroom, tuple(edits), uart)
 
     # ------------------------------------------------------------------ queries
     def placement(self, role: str) -> Placement:

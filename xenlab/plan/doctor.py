@@ -17,6 +17,9 @@ from .profile import BoardProfile, DtbQemu
 from .bootplan import BootPlan
 from .dtb import CorruptDtb, DtbInfo, resolve_dtb
 from .layout import MiB, human, merged
+from .uart import console_uart
+from .xenchecks import hmp_findings, xen_findings
+from ..images.xenfeatures import XenFeatures
 from ..errors import Finding, Severity, XenlabError
 from ..images.imageformat import BOOT_COMMAND_FORMAT, image_info
 
@@ -25,11 +28,13 @@ E, W, I = Severity.ERROR, Severity.WARN, Severity.INFO
 
 def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None = None, *,
            dtb_path: os.PathLike | None = None, domus=(),
-           extra_findings: Iterable[Finding] = ()) -> list[Finding]:
+           extra_findings: Iterable[Finding] = (), xen: XenFeatures | None = None) -> list[Finding]:
     """Check `profile` (and, if given, the images for it); findings in check order.
 
     `dtb_path` skips resolving the profile's DTB (a DTB already resolved or one
     to try); `extra_findings` (kernel-config checks from images.py) are appended.
+    `xen` is the Xen under test (ImageSet.xen_features()): what its binary
+    and xen.config say it drives.
     """
     findings: list[Finding] = []
     findings += _firmware(profile)
@@ -45,6 +50,8 @@ def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None 
         findings += list(extra_findings)
         return findings
     findings += dtb_findings(profile, info)
+    if xen is not None:
+        findings += xen_findings(profile, info, xen)
     if image_files is not None:
         findings += _images(profile, image_files, path, domus)
     findings += list(extra_findings)
@@ -53,7 +60,8 @@ def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None 
 
 def dtb_findings(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
     """What the host's DTB tells about booting Xen on `profile`: RAM, UART, CPUs, /chosen."""
-    return _memory(profile, info) + console_findings(profile, info) + _cpus(profile, info) + _chosen(info)
+    return (_memory(profile, info) + console_findings(profile, info) + _cpus(profile, info)
+            + hmp_findings(profile, info) + _chosen(info))
 
 
 # --------------------------------------------------------------------------- firmware
@@ -123,8 +131,10 @@ def _memory_nodes(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
     mem = profile.memory
     nodes = info.memory_nodes()
     if not nodes:
-        return [Finding(W, "memory-node-missing", "the DTB has no /memory node",
-                        "Xen takes RAM only from the DTB: U-Boot or the firmware must add /memory "
+        return [Finding(W, "memory-node-missing",
+                        f"the DTB has no /memory node: the boot plan is checked against the "
+                        f"profile's memory {mem.start:#x}-{mem.end:#x} instead",
+                        "Xen takes RAM only from the DTB: U-Boot or the firmware must fill in /memory "
                         "at boot (U-Boot's booti/bootz fix-up does), or Xen finds no RAM (seed §6.1.3)")]
     banks = info.memory_banks()
     if not banks:
@@ -147,23 +157,36 @@ def _memory_nodes(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
 def console_findings(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
     """Whether Xen finds its console UART from `dtuart` (also the silent-Xen diagnosis)."""
     out = []
-    dtuart = profile.dtuart
+    uart = console_uart(profile, info)
+    dtuart = uart.dtuart
+    out.append(_console_source(profile, uart))
+    said = re.match(r"\d+", uart.stdout_options)
+    if profile.baudrate and said and int(said.group(0)) != profile.baudrate:
+        out.append(Finding(W, "console-baudrate-mismatch",
+                           f"{profile.where}: key 'console.baudrate': {profile.baudrate}, but "
+                           f"/chosen/stdout-path says {said.group(0)}",
+                           "the firmware sets the UART to stdout-path's speed and Xen keeps it; "
+                           "a serial port at another speed reads garbage"))
+    if not dtuart:
+        out.append(Finding(E, "dtuart-missing",
+                           f"{profile.where}: no key 'dtuart' and the DTB's /chosen has no stdout-path",
+                           "name Xen's console UART in the profile: an /aliases name or the "
+                           "node's full path (seed §8.6)"))
+        return out
     target = info.resolve(dtuart)
     if target is None:
+        where_from = "key 'dtuart'" if uart.dtuart_from == "profile" else "/chosen/stdout-path"
         if dtuart.startswith("/"):
             out.append(Finding(E, "dtuart-path-missing",
-                               f"{profile.where}: key 'dtuart': no node {dtuart} in the DTB",
+                               f"{profile.where}: {where_from}: no node {dtuart} in the DTB",
                                "Xen finds no console UART and prints nothing (seed §8.6)"))
         else:
             aliases = info.aliases()
             where = "the DTB has no /aliases node" if aliases is None else \
                 f"/aliases has no '{dtuart}'" + (" or it names a missing node" if dtuart in aliases else "")
-            hint = "dtuart= is an alias from /aliases or a full path (seed §8.6); "
-            hint += (f"use dtuart={info.stdout_path()}, the path stdout-path names"
-                     if (info.stdout_path() or "").startswith("/") else "use the UART's full path")
             out.append(Finding(E, "dtuart-alias-missing",
-                               f"{profile.where}: key 'dtuart': '{dtuart}' does not resolve: {where}; "
-                               "Xen's console would be silently lost", hint))
+                               f"{profile.where}: {where_from}: '{dtuart}' does not resolve: {where}; "
+                               "Xen's console would be silently lost", _alias_hint(info, dtuart)))
         return out
     if info.status(target) not in ("okay", "ok"):
         out.append(Finding(W, "dtuart-disabled",
@@ -188,6 +211,34 @@ def console_findings(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
                            "Xen's console would appear on another port than the firmware's, the one "
                            "the lab's serial cable is on; Dom0 loses the UART Xen takes (seed §8.6)"))
     return out
+
+
+def _console_source(profile: BoardProfile, uart) -> Finding:
+    said = f"dtuart {uart.dtuart or '-'} (from {uart.dtuart_from})"
+    if uart.stdout_options:
+        said += f"; stdout-path's options ':{uart.stdout_options}' are not part of dtuart"
+    said += f"; console {uart.baudrate} baud (from {uart.baudrate_from})"
+    return Finding(I, "console", said, "the lab's serial port must run at that speed (its "
+                   "`speed:` in the farm file, or ser2net's setting); Xen keeps the firmware's "
+                   "UART setup (seed §8.6)")
+
+
+def _alias_hint(info: DtbInfo, dtuart: str) -> str:
+    """The working alternative: the alias that exists for stdout-path's UART, or its path."""
+    hint = "dtuart= is an alias from /aliases or a full path (seed §8.6); "
+    stdout = info.stdout_path() or ""
+    node = info.resolve(stdout) if stdout else None
+    if node:
+        existing = sorted(a for a, p in (info.aliases() or {}).items()
+                          if a.startswith("serial") and info.resolve(a) == node)
+        if existing and existing[0] != dtuart:
+            return hint + f"use dtuart={existing[0]} (the alias stdout-path's UART has) or dtuart={node}"
+        return hint + f"use dtuart={node}, the path stdout-path names"
+    serial = sorted((a, p) for a, p in (info.aliases() or {}).items()
+                    if a.startswith("serial") and info.resolve(a))
+    if serial:
+        return hint + "the DTB's serial aliases: " + ", ".join(f"{a}={p}" for a, p in serial)
+    return hint + "use the UART's full path"
 
 
 # --------------------------------------------------------------------------- CPUs

@@ -182,6 +182,7 @@ class Cpu:
     path: str
     enable_method: str | None  # the node's own, else the one on /cpus
     release_addr: int | None  # cpu-release-addr (spin-table)
+    compatible: str = ""  # the core, e.g. arm,cortex-a72
 
 
 @attr.s(frozen=True, eq=False)
@@ -252,6 +253,23 @@ class DtbInfo:
         value = self.string("/chosen", "stdout-path") or self.string("/chosen", "linux,stdout-path")
         return value.split(":", 1)[0] if value else None
 
+    def stdout_options(self) -> str:
+        """What follows ':' in stdout-path (`115200n8`), "" when nothing does."""
+        value = self.string("/chosen", "stdout-path") or self.string("/chosen", "linux,stdout-path")
+        return value.split(":", 1)[1] if value and ":" in value else ""
+
+    def compatibles(self, path: str) -> list[str]:
+        return prop_strings(self.prop(path, "compatible"))
+
+    def interrupt_controllers(self) -> list[tuple[str, list[str]]]:
+        """(path, compatibles) of every node that says it is an interrupt-controller."""
+        out = []
+        for path, item in self.fdt.get_rootnode().walk():
+            if isinstance(item, FdtProperty) and item.get_name() == "interrupt-controller":
+                node = path.rsplit("/", 1)[0] or "/"
+                out.append((node, self.compatibles(node)))
+        return out
+
     def memory_nodes(self) -> list[str]:
         return [p for p, n in self.children("/")
                 if n.get_name() == "memory" or n.get_name().startswith("memory@")
@@ -279,7 +297,8 @@ class DtbInfo:
                 continue  # cpu-map, l2-cache ...
             release = prop_words(self.prop(path, "cpu-release-addr"))
             out.append(Cpu(path, self.string(path, "enable-method") or default,
-                           _cells(release, len(release)) if release else None))
+                           _cells(release, len(release)) if release else None,
+                           self.string(path, "compatible") or ""))
         return out
 
     def find_compatible(self, prefix: str) -> str | None:

@@ -94,15 +94,17 @@ SCHEMA = _obj({
             }},
     "dtb_fixups": {"type": "array", "items": _obj({
         "disable": {"type": "string", "pattern": r"^/[^\s\"'$;\\#]+$"}, "why": _TEXT})},
-    # An alias from /aliases or a full node path (seed §8.6)
-    "dtuart": {"type": "string", "pattern": r"^([a-z][a-z0-9_-]*|/[^\s\"'$;\\#]*)$"},
+    # An alias from /aliases or a full node path (seed §8.6); without it, stdout-path's
+    "dtuart": {"type": "string", "pattern": r"^([a-z][a-z0-9_-]*|/[^\s\"'$;\\#:]*)$"},
+    # The console's speed; without it, stdout-path's options, else 115200
+    "console": _obj({"baudrate": {"type": "integer", "minimum": 50, "maximum": 20000000}}),
     "xen": _obj({"cmdline": _CMDLINE}),
     "dom0": _obj({"cmdline": _CMDLINE, "memory_mb": {"type": "integer", "minimum": 1},
                   "vcpus": {"type": "integer", "minimum": 1}}),
     "timeouts": _obj({stage: _SECONDS for stage in STAGES}),
     "timeout_multiplier": _SECONDS,
 }, required=["description", "arch", "emulated", "memory", "uboot", "load_command",
-             "boot_command", "boot_command_why", "dtb", "dtuart", "xen", "dom0",
+             "boot_command", "boot_command_why", "dtb", "xen", "dom0",
              "timeouts", "timeout_multiplier"])
 
 # --------------------------------------------------------------------------- profile
@@ -182,12 +184,13 @@ class BoardProfile:
     boot_command_why: str
     dtb: DtbFile | DtbDebian | DtbQemu
     dtb_fixups: tuple[Fixup, ...]
-    dtuart: str
+    dtuart: str | None  # None: /chosen/stdout-path names it (plan/uart.py)
     xen_cmdline: str
     dom0: Dom0
     timeouts: tuple[tuple[str, float], ...]
     timeout_multiplier: float
     notes: str = ""
+    baudrate: int | None = None  # None: stdout-path's options, else 115200 (plan/uart.py)
 
     @property
     def where(self) -> str:
@@ -264,15 +267,26 @@ def _init_commands(uboot: dict, fail) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _check_dtuart(value, fail) -> None:
+    # "serial2:1500000n8" is stdout-path's spelling; Xen's dtuart takes no options.
+    if isinstance(value, str) and ":" in value:
+        options = value.partition(":")[2]
+        baud = re.match(r"\d+", options)
+        fail("dtuart", f"{schema.show(value)}: drop {schema.show(':' + options)} (dtuart names the UART only"
+             + (f"; give the speed as console: {{baudrate: {baud.group(0)}}})" if baud else ")"))
+
+
 def _parse(path: Path) -> BoardProfile:
     where = display_path(path)
     data = schema.read_yaml(path, "board profile", where)
     if not isinstance(data, dict):
         raise XenlabError("a board profile is a mapping of keys", where=where)
-    schema.validate(data, SCHEMA, where)
 
     def fail(key: str, message: str):
         raise XenlabError(f"key '{key}': {message}", where=where)
+
+    _check_dtuart(data.get("dtuart"), fail)  # before the schema: its pattern gives no hint
+    schema.validate(data, SCHEMA, where)
 
     mem = data["memory"]
     if mem["end"] <= mem["start"]:
@@ -316,7 +330,8 @@ def _parse(path: Path) -> BoardProfile:
         load_command=data["load_command"], boot_command=data["boot_command"],
         boot_command_why=data["boot_command_why"], dtb=dtb,
         dtb_fixups=tuple(Fixup(f["disable"], f["why"]) for f in data.get("dtb_fixups", [])),
-        dtuart=data["dtuart"], xen_cmdline=data["xen"]["cmdline"].strip(),
+        dtuart=data.get("dtuart"), xen_cmdline=data["xen"]["cmdline"].strip(),
         dom0=Dom0(data["dom0"]["cmdline"].strip(), data["dom0"]["memory_mb"], data["dom0"]["vcpus"]),
         timeouts=tuple((s, float(data["timeouts"][s])) for s in STAGES),
-        timeout_multiplier=float(data["timeout_multiplier"]), notes=data.get("notes", ""))
+        timeout_multiplier=float(data["timeout_multiplier"]), notes=data.get("notes", ""),
+        baudrate=data.get("console", {}).get("baudrate"))
