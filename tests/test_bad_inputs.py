@@ -8,15 +8,13 @@ and run records written by `RunRecord`.  Each case then asserts:
 - the exit code: 2 for a usage or input error, or the documented one;
 - exactly one `xenlab:` error line on stderr, naming the file, key or value;
 - no traceback;
-- nothing new under the results directory or the cache.
+- nothing new under the results directory, the cache or the staging directory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +22,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support.imageset import write_image_set
 from xenlab.cli import main
 from xenlab.plan.profile import boards_dir
 from xenlab.run.record import RunRecord
 
 REPO = Path(__file__).resolve().parent.parent
-MiB = 1 << 20
 
 DTS = """/dts-v1/;
 / {
@@ -49,31 +47,6 @@ DTS = """/dts-v1/;
 """
 
 
-def arm64_image(path: Path, size: int) -> Path:
-    """An arm64 Image header (ARM\\x64 at 0x38, flags: 4K pages, placeable anywhere) and padding."""
-    head = bytearray(64)
-    struct.pack_into("<QQQ", head, 8, 0, size, 0b1010)
-    head[0x38:0x3c] = b"ARM\x64"
-    path.write_bytes(bytes(head) + bytes(size - 64))
-    return path
-
-
-def write_image_set(directory: Path) -> Path:
-    directory.mkdir(parents=True)
-    files = {"xen": arm64_image(directory / "xen", MiB + 40),
-             "dom0-kernel": arm64_image(directory / "dom0-kernel", 3 * MiB),
-             "dom0-rootfs.cpio.gz": directory / "dom0-rootfs.cpio.gz"}
-    files["dom0-rootfs.cpio.gz"].write_bytes(os.urandom(4096))
-    artifacts = [{"name": name, "size": p.stat().st_size, "sha256":
-                  hashlib.sha256(p.read_bytes()).hexdigest(), "source": "test", "path": ""}
-                 for name, p in files.items()]
-    (directory / "manifest.json").write_text(json.dumps({
-        "arch": "arm64", "artifacts": artifacts, "image_format": "arm64-image",
-        "dom0_ready_marker": "XENLAB-DOM0-READY", "domU_ready_marker": "XENLAB-DOMU-READY",
-        "xen_version": "4.17.5", "toolstack_mismatch": None}))
-    return directory
-
-
 class Workspace:
     """Real files for every case; `root` is the test's cwd, and results and cache live in it."""
 
@@ -81,8 +54,10 @@ class Workspace:
         self.root = root
         self.results = root / "results"
         self.cache = root / "cache"
+        self.card = root / "card"  # what `xenlab stage --to` writes into
         self.results.mkdir()
         self.cache.mkdir()
+        self.card.mkdir()
         dts = root / "board.dts"
         dts.write_text(DTS)
         self.dtb = root / "board.dtb"
@@ -128,7 +103,7 @@ class Workspace:
 
     def snapshot(self) -> dict:
         out = {}
-        for top in (self.results, self.cache):
+        for top in (self.results, self.cache, self.card):
             for p in top.rglob("*"):
                 out[str(p)] = p.stat().st_size if p.is_file() else -1
         return out
@@ -319,13 +294,14 @@ MANIFESTS = {
 
 
 @pytest.mark.parametrize("name", list(MANIFESTS))
-@pytest.mark.parametrize("command", ["plan", "images-check", "doctor"])
+@pytest.mark.parametrize("command", ["plan", "images-check", "doctor", "stage"])
 def test_a_bad_image_set_is_one_line(capsys, env, name, command):
     text, needle = MANIFESTS[name]
     directory = _manifest(env, name, text)
     argv = {"plan": ["plan", str(env.board), "--images", str(directory)],
             "images-check": ["images", "check", str(directory)],
-            "doctor": ["doctor", str(env.board), "--images", str(directory)]}[command]
+            "doctor": ["doctor", str(env.board), "--images", str(directory)],
+            "stage": ["stage", str(env.board), "--to", str(env.card), "--images", str(directory)]}[command]
     check(capsys, env, argv, 2, str(directory), needle)
 
 
@@ -348,6 +324,18 @@ PATHS = {
                            "argument --images", "not a directory"),
     "plan unknown board": (lambda ws: ["plan", "no-such-board"], "no-such-board"),
     "plan board file not YAML": (lambda ws: ["plan", str(ws.dtb)], lambda ws: str(ws.dtb)),
+    "stage without --to": (lambda ws: ["stage", str(ws.board)], "--to"),
+    "stage --to missing": (lambda ws: ["stage", str(ws.board), "--to", str(ws.root / "none")],
+                           "argument --to", "no such directory"),
+    "stage --to FILE": (lambda ws: ["stage", str(ws.board), "--to", str(ws.dtb)],
+                        "argument --to", "not a directory"),
+    "stage --images FILE": (lambda ws: ["stage", str(ws.board), "--to", str(ws.card), "--images",
+                                        str(ws.dtb)], "argument --images", "not a directory"),
+    "stage unknown board": (lambda ws: ["stage", "no-such-board", "--to", str(ws.card)],
+                            "no-such-board"),
+    "stage arm32 board, arm64 set": (lambda ws: ["stage", "qemu-virt-arm32", "--to", str(ws.card),
+                                                 "--images", str(ws.images)],
+                                     lambda ws: str(ws.images), "qemu-virt-arm32 is arm32"),
     "doctor unknown board": (lambda ws: ["doctor", "no-such-board"], "no-such-board"),
     "doctor without a board": (lambda ws: ["doctor"], "--all"),
     "images check missing dir": (lambda ws: ["images", "check", str(ws.root / "none")],

@@ -131,7 +131,7 @@ def test_layout_follows_imagebuilder(tmp_path, qemu64, dtb64):
         assert mem.start <= p.addr and p.end <= mem.end
         assert p.size == p.path.stat().st_size
         assert p.sha256 == hashlib.sha256(p.path.read_bytes()).hexdigest()
-        assert p.filename == p.path.name
+        assert p.filename == ("qemu-virt-arm64.dtb" if p.role == "dtb" else p.path.name)
         cursor = p.end
     no_overlaps(plan)
 

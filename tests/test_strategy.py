@@ -67,7 +67,7 @@ def test_walks_to_the_shell_in_order_and_reentry_is_a_no_op(replayed):
     assert (out, status) == (["0"], 0)
     # U-Boot's replies are kept: every file of the plan was loaded whole.
     loaded = {cmd.split()[-1] for cmd, out in strategy.uboot_replies if cmd.startswith("tftpb ")}
-    assert loaded == set(strategy.plan.served_files())
+    assert loaded == set(strategy.plan.files())
 
     before = dict(marks)
     strategy.transition("shell")  # already there: nothing is powered or typed again

@@ -123,9 +123,15 @@ PROFILE = Path(__file__).resolve().parent.parent / "data" / "fake-arm64.yaml"
 
 def env_file(tmp_path: Path, board: "FakeBoard", profile: Path = PROFILE,
              power_on: str | None = None) -> Path:
-    """A labgrid env for the replayed board: its console over TCP, power by poking it."""
+    """A labgrid env for the replayed board: its console over TCP, power by poking it.
+
+    Its TFTP root is staged by labgrid's TFTPProviderDriver, as on the QEMU farm,
+    and the board's "TFTP server" answers from there.
+    """
     poke = f"{sys.executable} {Path(__file__).resolve()} poke {board.control_port} %s"
     env = Path(tmp_path) / "fake.yaml"
+    tftp = Path(tmp_path) / "tftp"
+    board.serve = [tftp]
     env.write_text(f"""
 imports: [xenlab.lab.strategy]
 targets:
@@ -134,7 +140,9 @@ targets:
       xenlab_board: {profile}
     resources:
       NetworkSerialPort: {{host: 127.0.0.1, port: {board.console_port}, protocol: raw}}
+      TFTPProvider: {{internal: "{tftp}/", external: ""}}
     drivers:
+      TFTPProviderDriver: {{}}
       SerialDriver: {{}}
       ExternalPowerDriver:
         cmd_on: '{power_on or poke % "on"}'
@@ -149,22 +157,15 @@ targets:
     return env
 
 
-def default_served() -> list[Path]:
-    """The files a real run's TFTP directory holds: the bundled arm64 set and the DTBs."""
-    from xenlab.images.cache import cache_root
-    from xenlab.images.imageset import build_image_set
-
-    return [build_image_set("arm64").dir, cache_root() / "dtbs"]
-
-
 class FakeBoard:
     """Console on `console_port`, power on `control_port` ("on"/"off")."""
 
     def __init__(self, scenario: str, serve: list[Path] | None = None):
         assert scenario in SCENARIOS, scenario
         self.scenario = scenario
-        # Where its "TFTP server" finds the files U-Boot asks for (to say their size).
-        self.serve = serve if serve is not None else default_served()
+        # Where its "TFTP server" finds the files U-Boot asks for (to say their size);
+        # env_file points it at the TFTP root the strategy stages into.
+        self.serve = serve or []
         self._console = socket.create_server(("127.0.0.1", 0))
         self._control = socket.create_server(("127.0.0.1", 0))
         self.console_port = self._console.getsockname()[1]

@@ -59,6 +59,14 @@ def existing_dir(value: str) -> str:
     return value  # as typed: callers make Paths, labgrid wants str
 
 
+def writable_dir(value: str) -> str:
+    """A directory that exists and can be written into (a mounted card, a TFTP root)."""
+    existing_dir(value)
+    if not os.access(value, os.W_OK | os.X_OK):
+        _fail(value, "cannot be written")
+    return value  # as typed: callers make Paths, labgrid wants str
+
+
 def output_file(value: str) -> str:
     """A file to write: not a directory, in a directory that exists and can be written."""
     path = Path(value)

@@ -19,6 +19,7 @@ from ..lab import services
 from ..plan.doctor import doctor
 from ..plan.prepare import boot_files, image_set_for, prepare
 from ..plan.profile import list_boards, load_profile
+from ..plan.stage import SCRIPT_NAME, stage
 from ..reports import dashboard, nightly, testday
 from ..run import compare
 from ..run.farmfile import load_farm
@@ -93,9 +94,13 @@ def cmd_images_pin(args) -> int:
 
 # --------------------------------------------------------------------------- plan / doctor
 
+def _board_line(board) -> str:
+    return f"board {board.profile.name} ({board.profile.arch}), image set {board.images.hash[:16]}"
+
+
 def cmd_plan(args) -> int:
     board = prepare(args.board, args.images or None)
-    print(f"board {board.profile.name} ({board.profile.arch}), image set {board.images.hash[:16]}")
+    print(_board_line(board))
     print(board.plan.table())
     print()
     for cmd in board.plan.uboot_prelude() + board.plan.uboot_commands():
@@ -106,6 +111,17 @@ def cmd_plan(args) -> int:
     if args.dtb:
         board.plan.offline_dtb(Path(args.dtb))
         _stderr(f"wrote {args.dtb}")
+    return 0
+
+
+def cmd_stage(args) -> int:
+    board = prepare(args.board, args.images or None)
+    staged = stage(board.plan, Path(args.to), force=args.force)
+    print(f"{_board_line(board)}, staged in {args.to}")
+    for f in staged:
+        print(f"{f.name:24} {_human(f.size):>10}  {f.sha256[:16]}  {f.state}")
+    print("at the U-Boot prompt:")
+    print("; ".join(board.plan.uboot_prelude() + board.plan.script_commands(SCRIPT_NAME)))
     return 0
 
 

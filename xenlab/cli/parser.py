@@ -17,10 +17,10 @@ from ..images.manifest import ARCHES
 from ..run.health import HEALTH_DEPTHS
 from ..run.record import default_results_dir
 from .arguments import (ArgumentParser, existing_dir, existing_file, output_dir, output_file,
-                        port, positive_int, run_name, seconds, text)
+                        port, positive_int, run_name, seconds, text, writable_dir)
 from .commands import (cmd_bench, cmd_dashboard, cmd_doctor, cmd_health, cmd_images_build,
                        cmd_images_check, cmd_images_pin, cmd_nightly, cmd_plan, cmd_results_list,
-                       cmd_results_show, cmd_testday)
+                       cmd_results_show, cmd_stage, cmd_testday)
 
 
 def _farm_options(p, *, results_help: str) -> None:
@@ -79,6 +79,16 @@ def build_parser() -> ArgumentParser:
     plan.add_argument("--script", type=output_file, help="also write boot.scr (with mkimage) here")
     plan.add_argument("--dtb", type=output_file, help="also write the DTB with /chosen filled in here")
     plan.set_defaults(func=cmd_plan)
+
+    st = sub.add_parser("stage", help="copy the files a board's plan loads, under their load names, "
+                                      "and boot.scr into DIR (an SD card's boot partition, a TFTP root)")
+    st.add_argument("board")
+    st.add_argument("--to", required=True, type=writable_dir, metavar="DIR",
+                    help="the directory U-Boot loads from, e.g. the mounted FAT boot partition")
+    st.add_argument("--images", type=existing_dir, help="image set directory (default: the bundled set)")
+    st.add_argument("--force", action="store_true",
+                    help="replace a file of the same name with other content (refused otherwise)")
+    st.set_defaults(func=cmd_stage)
 
     doc = sub.add_parser("doctor", help="preflight checks against the seed's requirements")
     doc.add_argument("board", nargs="?")

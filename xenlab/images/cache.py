@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -65,11 +66,26 @@ def atomic_write(path: Path, data: bytes | str, durable: bool = True) -> None:
     """
     if isinstance(data, str):
         data = data.encode()
+    with _write_aside(path, durable, 0o600) as f:
+        f.write(data)
+
+
+def atomic_copy(src: Path, path: Path, durable: bool = True) -> None:
+    """Copy `src` to `path` as `atomic_write` writes, readable by all (a TFTP server, a card)."""
+    with open(src, "rb") as s, _write_aside(path, durable, 0o644) as f:
+        shutil.copyfileobj(s, f, 1 << 20)
+
+
+@contextlib.contextmanager
+def _write_aside(path: Path, durable: bool, mode: int):
+    """A new file beside `path`, renamed over it once written; removed if writing fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # Created with its mode, never chmod-ed: FAT (an SD card's boot partition) refuses chmod.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             if durable:
                 os.fsync(f.fileno())

@@ -16,6 +16,7 @@ import enum
 import ipaddress
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from pexpect import EOF, TIMEOUT
 
 from ..errors import StageFailure, XenlabError
 from ..plan.prepare import PreparedBoard, prepare
+from ..plan.stage import load_name_links
 from .console import ConsoleRecorder, bound_search_window
 from .failures import command_why, one_line
 from .monitors import MONITORS, STAGE_MARKERS, classify, quote, uboot_reply_failure
@@ -241,10 +243,11 @@ class XenStrategy(Strategy):
     def _stage_tftp(self, plan) -> None:
         try:
             self.target.activate(self.tftp)
-            for name, path in plan.served_files().items():
-                staged = self.tftp.stage(str(path))
-                if os.path.basename(staged) != name:
-                    raise XenlabError(f"TFTP staged {path} as {staged}, the plan loads {name}")
+            with tempfile.TemporaryDirectory(prefix="xenlab-tftp-") as links:
+                for name, path in load_name_links(plan, Path(links)).items():
+                    staged = self.tftp.stage(str(path))
+                    if os.path.basename(staged) != name:
+                        raise XenlabError(f"TFTP staged {path} as {staged}, the plan loads {name}")
         except XenlabError:
             raise
         except Exception as exc:  # a full or unwritable directory, the exporter's SSH

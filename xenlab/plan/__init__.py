@@ -3,5 +3,6 @@
 Second stage of the pipeline: it reads image sets and imports nothing from
 the lab.  Modules: `profile` (boards/*.yaml), `dtb` (resolve and read the
 host DTB), `chosen` (the /chosen edits), `bootplan` (addresses and their
-renderings), `prepare` (profile + image set -> plan), `doctor` (preflight).
+renderings), `prepare` (profile + image set -> plan), `stage` (the plan's
+files under their load names in one directory), `doctor` (preflight).
 """

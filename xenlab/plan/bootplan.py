@@ -45,7 +45,7 @@ DOMAIN_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
 @attr.s(frozen=True, auto_attribs=True)
 class Placement:
     role: str  # xen, dom0-kernel, dom0-ramdisk, domu:<name>:kernel, domu:<name>:ramdisk, dtb
-    filename: str  # the load (TFTP) name: the file's basename
+    filename: str  # the load name (TFTP, SD card): the DTB's is <board>.dtb, the others' their basename
     path: Path
     addr: int
     size: int  # exact file size: what `reg` says
@@ -97,9 +97,14 @@ class BootPlan:
                 wanted.append((f"domu:{d.name}:ramdisk", Path(d.ramdisk)))
         wanted.append(("xen", Path(files["xen"])))
         wanted.append(("dtb", Path(dtb_path)))
+        # The DTB's file is the cache's <sha256>.dtb; it loads as <board>.dtb, a name
+        # to type and to find on a card.  Not its source's name: the Pi firmware reads
+        # bcm2711-rpi-4-b.dtb from the same boot partition for U-Boot's own use.
+        load_names = {role: path.name for role, path in wanted}
+        load_names["dtb"] = f"{profile.name}.dtb"
         names: dict[str, str] = {}
         for role, path in wanted:
-            name = _check_file(role, path)
+            name = _check_file(role, path, load_names[role])
             if name in names:
                 raise XenlabError(f"boot plan: {role} file {path} and {names[name]} file share the "
                                   f"load name '{name}'; rename one")
@@ -145,7 +150,7 @@ class BootPlan:
 
         by_role = {}
         for role, path in wanted:
-            by_role[role] = Placement(role, path.name, path, placed[role], path.stat().st_size,
+            by_role[role] = Placement(role, load_names[role], path, placed[role], path.stat().st_size,
                                       sha256_file(path), spans[role])
         edits = chosen_edits(by_role, has_chosen, xen_bootargs, profile.dom0.cmdline, domus)
         return cls(profile, tuple(sorted(by_role.values(), key=lambda p: p.addr)), script_addr,
@@ -158,7 +163,7 @@ class BootPlan:
                 return p
         raise KeyError(role)
 
-    def served_files(self) -> dict[str, Path]:
+    def files(self) -> dict[str, Path]:
         """Load name -> file, what the TFTP directory (or boot partition) must hold."""
         return {p.filename: p.path for p in self.placements}
 
@@ -202,9 +207,12 @@ class BootPlan:
         if mkimage is None:
             raise XenlabError("mkimage not found (Debian package u-boot-tools)")
         tmp = scr.with_name(f".{scr.name}.tmp")
+        # mkimage stamps the header with SOURCE_DATE_EPOCH when set: the same plan then
+        # makes the same boot.scr, and restaging it onto a card changes nothing.
+        env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
         proc = subprocess.run([mkimage, "-A", self.profile.mkimage_arch, "-O", "linux", "-T", "script",
                                "-C", "none", "-n", f"xenlab {self.profile.name}"[:31],
-                               "-d", str(cmd), str(tmp)], capture_output=True, text=True)
+                               "-d", str(cmd), str(tmp)], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             tmp.unlink(missing_ok=True)
             raise XenlabError(f"mkimage failed for {cmd}: {proc.stderr.strip() or proc.stdout.strip()}")
@@ -266,8 +274,8 @@ def _check_name(what: str, name: str, shown) -> str:
     return name
 
 
-def _check_file(role: str, path: Path) -> str:
-    name = _check_name(f"{role} file", path.name, path)
+def _check_file(role: str, path: Path, name: str) -> str:
+    _check_name(f"{role} file", name, path)
     if not path.is_file():
         raise XenlabError(f"{role} file {path} not found")
     if path.stat().st_size == 0:
