@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from support.fakeboard import PROFILE, FakeBoard, env_file
+from xenlab.images.imageset import build_image_set
 from xenlab.run.record import RunRecord
 
 HERE = Path(__file__).resolve().parent
@@ -26,21 +27,23 @@ def _env_file(tmp_path, board: FakeBoard, profile: Path = PROFILE, power_on: str
     return env_file(tmp_path, board, profile, power_on)
 
 
-def _pytest_cmd(env: Path, results: Path) -> list[str]:
+def _pytest_cmd(env: Path, results: Path, extra=()) -> list[str]:
     return [sys.executable, "-m", "pytest", "--lg-env", str(env), str(REPO / "testcases"),
             "--xenlab-results", str(results), "-k", BOOT_STEPS, "-p", "no:cacheprovider", "-q",
-            "-p", "no:randomly"]
+            "-p", "no:randomly", *extra]
 
 
-def run_scenario(tmp_path, scenario, **kw):
+def run_scenario(tmp_path, scenario, pytest_args=(), keep_board=None, **kw):
     board = FakeBoard(scenario)
     try:
         env = _env_file(tmp_path, board, **kw)
         results = tmp_path / "results"
-        proc = subprocess.run(_pytest_cmd(env, results), cwd=tmp_path, capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(_pytest_cmd(env, results, pytest_args), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
     finally:
         board.close()
+    if keep_board is not None:
+        keep_board.append(board)
     return proc, _only_run(results)
 
 
@@ -107,12 +110,36 @@ def test_a_silent_xen_gets_the_seeds_hint_from_the_boards_dtb(tmp_path):
     path works, worked out from the board's DTB as the doctor does."""
     profile = tmp_path / "fake-arm64.yaml"
     profile.write_text(PROFILE.read_text().replace("dtuart: /pl011@9000000", "dtuart: serial0"))
-    proc, run = run_scenario(tmp_path, "xen-silent", profile=profile)
+    # The doctor would stop this run before power-on (the next test): a tester who
+    # knows the firmware adds /aliases at boot turns it off, and Xen is still silent.
+    proc, run = run_scenario(tmp_path, "xen-silent", ["--xenlab-doctor", "off"], profile=profile)
     bad = _first_bad(_record(run))
     assert (bad["name"], bad["status"], bad["classification"]) == ("xen_boots", "FAIL", "xen-silent")
     assert "Xen printed nothing after 'Starting kernel ...'" in bad["message"]
     assert "'serial0' does not resolve: the DTB has no /aliases node" in bad["message"]
     assert "use dtuart=/pl011@9000000" in bad["message"], bad["message"]
+
+
+def test_the_doctor_stops_a_board_it_can_see_will_fail_before_power_on(tmp_path):
+    """Issue 13: the doctor runs before power-on in every run. The same board (dtuart:
+    serial0, a DTB without /aliases) ends at once as ERROR board-setup with the doctor's
+    lines in the record, instead of minutes of a silent Xen; the board is never powered."""
+    profile = tmp_path / "fake-arm64.yaml"
+    profile.write_text(PROFILE.read_text().replace("dtuart: /pl011@9000000", "dtuart: serial0"))
+    boards = []
+    proc, run = run_scenario(tmp_path, "xen-silent", keep_board=boards, profile=profile)
+    record = _record(run)
+    bad = _first_bad(record)
+    assert (bad["name"], bad["status"], bad["classification"]) == ("uboot", "ERROR", "board-setup")
+    assert record["verdict"] == "ERROR"
+    assert bad["message"].startswith("doctor: dtuart-alias-missing: ")
+    assert bad["evidence"][0].startswith("error dtuart-alias-missing:")
+    assert "use dtuart=/pl011@9000000" in bad["evidence"][0]
+    assert any(line.startswith("info  console: dtuart serial0 (from profile)")
+               for line in record["info"]["doctor"]), record["info"]["doctor"]
+    assert boards[0].power_ons == 0
+    assert bad["duration_s"] < 5, bad  # not a stage timeout
+    assert all(s["status"] == "SKIP" for s in record["steps"][1:]), record["steps"]
 
 
 def test_a_panic_while_xen_builds_dom0_is_xens_failure_and_says_why(tmp_path):
@@ -259,3 +286,48 @@ def test_known_issue_is_reported_as_known_not_hidden(tmp_path):
     assert bad["known"]["label"] == "fault-injection panic"
     assert bad["classification"] == "xen-panic"
     assert record["verdict"] == "KNOWN"
+
+
+def test_a_dom0_that_cannot_find_its_root_keeps_the_cause_in_the_evidence(tmp_path):
+    """Issue 13: a real console (rdinit=/nonexistent root=/dev/vda): the message quotes the
+    panic line, and the evidence keeps the lines before the call trace that say why."""
+    proc, run = run_scenario(tmp_path, "dom0-wrong-root")
+    bad = _first_bad(_record(run))
+    assert (bad["name"], bad["status"], bad["classification"]) == ("dom0_boots", "FAIL", "dom0-panic")
+    assert "Kernel panic - not syncing: VFS: Unable to mount root fs" in bad["message"]
+    evidence = "\n".join(bad["evidence"])
+    assert 'VFS: Cannot open root device "vda"' in evidence
+    assert 'Please append a correct "root=" boot option' in evidence
+    assert "---[ end Kernel panic" in evidence  # and the tail
+
+
+def test_the_cause_is_kept_when_it_is_further_back_than_the_context(monkeypatch):
+    """Linux lists the partitions between "Please append" and the panic on a board with disks."""
+    from xenlab.lab import monitors
+    text = (REPO / "tests" / "data" / "qemu-arm64-wrong-root.log").read_text(errors="replace")
+    monkeypatch.setattr(monitors, "CONTEXT_LINES", 0)
+    _, classification, evidence = monitors.classify(text, "dom0")
+    assert classification == "dom0-panic"
+    assert any("Please append a correct" in line for line in evidence), evidence
+    assert any("VFS: Cannot open root device" in line for line in evidence), evidence
+
+
+@pytest.fixture(scope="module")
+def tester_rootfs_set():
+    """An image set whose Dom0 rootfs is the tester's (here: any cpio, the board is replayed)."""
+    bundled = build_image_set("arm64")
+    return build_image_set("arm64", {"dom0-rootfs.cpio.gz": bundled.path("domU-rootfs.cpio.gz")})
+
+
+def test_a_dom0_rootfs_without_xenlabs_marker_is_ready_at_its_shell(tmp_path, monkeypatch,
+                                                                    tester_rootfs_set):
+    """Issue 13: the tester's Dom0 prints no XENLAB-DOM0-READY and prompts '~ # '; the run
+    passes the Dom0 stage at that prompt, not after the whole Dom0 timeout."""
+    assert tester_rootfs_set.dom0_prompt and not tester_rootfs_set.info["dom0_ready_marker"]
+    monkeypatch.setenv("XENLAB_IMAGE_SET", str(tester_rootfs_set.dir))
+    proc, run = run_scenario(tmp_path, "tester-rootfs")
+    record = _record(run)
+    steps = {s["name"]: s for s in record["steps"]}
+    assert steps["dom0_boots"]["status"] == "PASS", (record, proc.stdout[-2000:])
+    assert steps["dom0_boots"]["duration_s"] < 30, steps["dom0_boots"]
+    assert "XENLAB-DOM0-READY" not in (run / "console.log").read_text(errors="replace")

@@ -19,6 +19,8 @@ from pathlib import Path
 TRANSCRIPT = Path(__file__).resolve().parent.parent / "data" / "qemu-arm64-console.log"
 DOM0_CONSTRUCTION_PANIC = TRANSCRIPT.with_name("qemu-arm64-dom0-construction-panic.log")
 XEN_SILENT = TRANSCRIPT.with_name("qemu-arm64-dtuart-alias-missing.log")
+WRONG_ROOT = TRANSCRIPT.with_name("qemu-arm64-wrong-root.log")
+TESTER_PROMPT = b"~ # "  # busybox ash's root prompt: a Dom0 rootfs xenlab did not build
 
 UBOOT_PROMPT = b"=> "
 DOM0_PROMPT = b"dom0# "
@@ -49,7 +51,7 @@ NOISE = ("(XEN) d0v0: vGICD: unhandled word write 0x000000ffffffff to ICACTIVER4
 
 SCENARIOS = ("noisy-shell", "domu-silent", "clean", "hang-uboot", "hang-xen", "hang-dom0", "hang-shell", "xen-panic",
              "dom0-panic", "garbage", "uboot-reset", "eof", "tftp-missing",
-             "xen-dom0-construction-panic", "xen-silent")
+             "xen-dom0-construction-panic", "xen-silent", "dom0-wrong-root", "tester-rootfs")
 
 
 KEEP = re.compile(r"^\(XEN\)|Booting Linux|Linux version|Xen \d+\.\d+ support|XENLAB|Run /init")
@@ -103,6 +105,14 @@ def boot_stream(scenario: str) -> tuple[list[bytes], bool]:
         recorded = _lines(DOM0_CONSTRUCTION_PANIC)
         after = next(i for i, l in enumerate(recorded) if "LOADING DOMAIN 0" in l)
         boot, shell = boot[:idx["dom0"]] + recorded[after:], False
+    elif scenario == "dom0-wrong-root":
+        # Recorded with rdinit=/nonexistent root=/dev/vda: Linux finds neither (tests/data/README).
+        recorded = _lines(WRONG_ROOT)
+        start = next(i for i, l in enumerate(recorded) if "Starting kernel" in l)
+        boot, shell = recorded[start:], False
+    elif scenario == "tester-rootfs":
+        # A Dom0 rootfs of the tester's: the same boot without xenlab's ready marker.
+        boot = boot[:idx["ready"]]
     elif scenario == "dom0-panic":
         boot, shell = boot[:idx["linux"] + 30] + PANIC_DOM0, False
     elif scenario == "uboot-reset":
@@ -175,6 +185,7 @@ class FakeBoard:
         self._power = threading.Event()
         self._stop = threading.Event()
         self.received = bytearray()
+        self.power_ons = 0  # "on" commands received: a run the doctor stopped has none
         for target in (self._accept_console, self._accept_control):
             threading.Thread(target=target, daemon=True).start()
 
@@ -198,6 +209,7 @@ class FakeBoard:
             with conn:
                 cmd = conn.recv(16).strip()
             if cmd == b"on":
+                self.power_ons += 1
                 self._power_off()  # a power cycle: the last boot's thread goes first
                 self._power.set()
                 self._thread = threading.Thread(target=self._run, daemon=True)
@@ -318,12 +330,15 @@ class FakeBoard:
             return
         if not shell:
             return
-        self._send(b"\r\n\r\nBusyBox v1.35.0 built-in shell (ash)\r\n\r\n" + DOM0_PROMPT)
+        prompt = TESTER_PROMPT if self.scenario == "tester-rootfs" else DOM0_PROMPT
+        self._send(b"\r\n\r\nBusyBox v1.35.0 built-in shell (ash)\r\n\r\n" + prompt)
         while self._power.is_set():
             line = self._readline()
             if line is None:
                 return
             self._send((line + "\r\n").encode())
+            if line == "PS1='dom0''# '":  # the strategy makes a foreign shell's prompt its own
+                prompt = DOM0_PROMPT
             if line.startswith("xl console "):
                 self._silent_guest()
                 continue
@@ -338,7 +353,7 @@ class FakeBoard:
                     # Xen and the kernel print on the same UART, between any two lines.
                     body = f"{NOISE[0]}\r\n{body}\r\n{NOISE[1]}"
                 self._send(f"={m.group(1)}=B=\r\n{body}\r\n={m.group(1)}=E={status}=\r\n".encode())
-            self._send(DOM0_PROMPT)
+            self._send(prompt)
             if self.scenario == "noisy-shell":
                 self._send(f"{NOISE[2]}\r\n".encode())
 

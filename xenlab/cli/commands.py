@@ -17,6 +17,7 @@ from ..images.imageset import OVERRIDABLE, ImageSet, build_image_set
 from ..images.manifest import manifest_path, pin_manifest
 from ..lab import services
 from ..plan.doctor import doctor
+from ..images.xenfeatures import xen_under_test
 from ..plan.prepare import boot_files, image_set_for, prepare
 from ..plan.profile import list_boards, load_profile
 from ..plan.stage import SCRIPT_NAME, stage
@@ -51,7 +52,9 @@ def cmd_images_build(args) -> int:
     image_set = build_image_set(args.arch, overrides, manifest_path(args.arch, args.manifest),
                                 log=_stderr, xen_source=args.xen_source,
                                 xen_config=args.xen_config, fixes=args.apply_fix,
-                                allow_tools_mismatch=args.allow_tools_mismatch)
+                                allow_tools_mismatch=args.allow_tools_mismatch,
+                                dom0_ready={"marker": args.dom0_ready_marker,
+                                            "prompt": args.dom0_prompt})
     xen = image_set.xen
     print(f"image set {image_set.dir}")
     print(f"hash {image_set.hash}  arch {image_set.arch}")
@@ -146,7 +149,7 @@ def cmd_doctor(args) -> int:
             images = image_set_for(profile, args.images or None)
             files = boot_files(images)
             extra = checks.kernel_config_findings(images)
-            xen = images.xen_features()
+            xen = xen_under_test(images)
         worst = max(worst, _print_findings(doctor(profile, files, extra_findings=extra, xen=xen)))
     return worst
 

@@ -58,6 +58,12 @@ def build_parser() -> ArgumentParser:
                    help="a known build fix from hypervisor/patches (psr-mode)")
     b.add_argument("--allow-tools-mismatch", action="store_true",
                    help="build a set whose --xen hypervisor differs from its toolstack")
+    b.add_argument("--dom0-ready-marker", metavar="TEXT",
+                   help="with --dom0-rootfs.cpio.gz: a line your rootfs prints when Dom0 is up "
+                        "(default: its shell prompt)")
+    b.add_argument("--dom0-prompt", metavar="REGEX",
+                   help="with --dom0-rootfs.cpio.gz: your rootfs's shell prompt (default: a root "
+                        "prompt ending in '# ')")
     for name in OVERRIDABLE:
         b.add_argument(f"--{name}", dest=name.replace("-", "_").replace(".", "_"), metavar="PATH",
                        type=existing_file,

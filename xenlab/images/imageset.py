@@ -28,13 +28,11 @@ from .cache import build_aside, cache_root, sha256_bytes, sha256_file
 from .imageformat import image_format, xen_version
 from .manifest import ARCHES, Manifest, load_manifest, manifest_path
 from .rootfs import RECIPE_DIR
-from .xenfeatures import XenFeatures
+from .readiness import DOMU_READY_MARKER, dom0_readiness, ready_pattern
 
 # Bump when the build logic changes what a manifest produces.
 BUILDER_VERSION = "5"
 
-DOM0_READY_MARKER = "XENLAB-DOM0-READY"
-DOMU_READY_MARKER = "XENLAB-DOMU-READY"
 DISK_MARKER = "xenlab-pv-block-marker"
 
 # Artifact name -> override option name (`--xen PATH`, `--dom0-kernel PATH` ...).
@@ -72,7 +70,8 @@ SET_SCHEMA = {
                            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                            "source": _TEXT, "path": _TEXT}}},
         "image_format": _TEXT,
-        "dom0_ready_marker": {"type": "string", "minLength": 1},
+        "dom0_ready_marker": {"type": ["string", "null"], "minLength": 1},
+        "dom0_ready_prompt": {"type": ["string", "null"], "minLength": 1},
         "domU_ready_marker": {"type": "string", "minLength": 1},
         "xen_version": _TEXT,
         "xen": {"type": "object", "required": ["version"],
@@ -147,14 +146,15 @@ class ImageSet:
     def toolstack_mismatch(self) -> dict | None:
         return self.info.get("toolstack_mismatch")
 
-    def xen_features(self):
-        """What the Xen under test drives, from its binary and xen.config (doctor)."""
-        config = self.dir / "xen.config" if "xen.config" in self.artifacts else None
-        return XenFeatures.load(self.path("xen"), self.xen_version, config)
+    @property
+    def dom0_ready_pattern(self) -> str:
+        """The regex that says Dom0 is up: xenlab's marker, or the tester's rootfs's prompt."""
+        return ready_pattern(self.info)
 
     @property
-    def dom0_ready_marker(self) -> str:
-        return self.info["dom0_ready_marker"]
+    def dom0_prompt(self) -> str | None:
+        """A Dom0 rootfs of the tester's: its shell prompt (None: xenlab's rootfs, `dom0# `)."""
+        return self.info.get("dom0_ready_prompt")
 
     @property
     def domU_ready_marker(self) -> str:
@@ -177,7 +177,7 @@ def set_key(manifest: Manifest, overrides: dict[str, str], extra: dict | None = 
 def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = None,
                     manifest: Path | None = None, log=lambda msg: None, *,
                     xen_source: str | None = None, xen_config=(), fixes=(),
-                    allow_tools_mismatch: bool = False) -> ImageSet:
+                    allow_tools_mismatch: bool = False, dom0_ready: dict | None = None) -> ImageSet:
     """Build (or find in the cache) the image set for `arch`.
 
     With `xen_source`, the hypervisor and the Dom0 toolstack are built from that
@@ -204,9 +204,11 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
     packages = _packages(m, build)
     checked = _check_overrides(m, overrides)
     xen = _xen_facts(m, build, checked, allow_tools_mismatch)
+    ready = dom0_readiness(overrides, **(dom0_ready or {}))
     key = set_key(m, {name: digest for name, (_, digest) in checked.items()},
                   {"xen_build": build.info["key"] if build else None,
-                   "allow_tools_mismatch": bool(xen.get("mismatch"))})
+                   "allow_tools_mismatch": bool(xen.get("mismatch")),
+                   **({"dom0_ready": ready} if ready["dom0_ready_prompt"] else {})})
     final = cache_root() / "sets" / f"{arch}-{key}"
     if (final / "manifest.json").exists():
         log(f"image set {final.name}: cached")
@@ -216,7 +218,7 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
     trees = {pkg.name: debs.extract(pkg) for pkg in packages}
     try:
         with build_aside(final) as out:
-            _build_into(out, m, trees, checked, log, build, packages, xen)
+            _build_into(out, m, trees, checked, log, build, packages, xen, ready)
     except OSError as exc:
         raise debs.disk_error(exc, final) from None
     return ImageSet.open(final)
@@ -286,7 +288,7 @@ def _check_overrides(m: Manifest, overrides: dict[str, Path]) -> dict[str, tuple
 
 def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
                 overrides: dict[str, tuple[Path, str]], log, build, packages: list,
-                xen: dict) -> None:
+                xen: dict, ready: dict) -> None:
     if build is not None:  # the built toolstack is one more tree the Dom0 draws from
         trees = {**trees, "xen-build": build.tools}
     src = rootfs.Sources(m, trees)
@@ -379,7 +381,7 @@ def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
         "kernel_version": kernel_pkg.version,
         "toolstack_mismatch": xen.get("mismatch"),
         "image_format": m.image_format,
-        "dom0_ready_marker": DOM0_READY_MARKER,
+        **ready,  # dom0_ready_marker, dom0_ready_prompt
         "domU_ready_marker": DOMU_READY_MARKER,
         "disk_marker": DISK_MARKER,
         "packages": [{"name": p.name, "version": p.version, "sha256": p.sha256}

@@ -95,6 +95,12 @@ class XenFeatures:
         return f"CONFIG_{symbol}" in (self.config or {})
 
 
+def xen_under_test(images) -> XenFeatures:
+    """What an image set's Xen drives, from its binary and xen.config (for the doctor)."""
+    config = images.dir / "xen.config" if "xen.config" in images.artifacts else None
+    return XenFeatures.load(images.path("xen"), images.xen_version, config)
+
+
 def _read_config(path: Path) -> dict[str, str]:
     out = {}
     for line in path.read_text(errors="replace").splitlines():

@@ -163,6 +163,18 @@ def quote(evidence: list[str]) -> str:
 _XEN_PANIC = re.compile(r"Panic on CPU \d+:?\s*$")
 _BOOT_STARTED = re.compile(r"^U-Boot 20\d\d|Starting kernel|^\(XEN\)", re.M)
 CONTEXT_LINES = 4
+CAUSE_LOOKBACK = 200  # lines before the match searched for the cause (a partition list sits between)
+# Lines that name why a kernel or Xen gave up, printed before the panic line
+# and easily further back than the context (Linux lists the partitions first).
+_CAUSES = re.compile(r"VFS: Cannot open root device|Please append a correct \"root=\"|"
+                     r"No working init found|Failed to execute |"
+                     r"\(XEN\) Panic on CPU|Could not set up DOM0|Unable to mount root fs")
+
+
+def cause_lines(lines: list[str], i: int) -> list[str]:
+    """The lines before `lines[i]` (outside its context) that name the cause, in order."""
+    start, end = max(0, i - CAUSE_LOOKBACK), max(0, i - CONTEXT_LINES)
+    return [l for l in lines[start:end] if _CAUSES.search(l)][-6:]
 
 
 def classify(text: str, stage: str) -> tuple[Status, str, list[str]] | None:
@@ -183,7 +195,8 @@ def classify(text: str, stage: str) -> tuple[Status, str, list[str]] | None:
             if mon.after_boot and i <= started:
                 continue
             if mon.regex.search(text_body):
-                evidence = lines[max(0, i - CONTEXT_LINES):i + 1] + panic_reason(lines, i)
+                evidence = (cause_lines(lines, i) + lines[max(0, i - CONTEXT_LINES):i + 1]
+                            + panic_reason(lines, i))
                 return Status(mon.status), mon.classification.format(guest=guest), evidence
     return None
 

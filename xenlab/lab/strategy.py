@@ -52,7 +52,6 @@ BELOW = {
 }
 
 
-
 @target_factory.reg_driver
 @attr.s(eq=False)
 class XenStrategy(Strategy):
@@ -118,9 +117,8 @@ class XenStrategy(Strategy):
                 except ValueError:
                     raise XenlabError(f"target {self.target.name}: XenStrategy tftp_server "
                                       f"{self.tftp_server!r} is not an IPv4 address") from None
-            chosen = os.environ.get("XENLAB_IMAGE_SET") or self.image_set or \
-                self.option("xenlab_image_set")
-            prepared = prepare(board, chosen or None)
+            prepared = prepare(board, os.environ.get("XENLAB_IMAGE_SET") or self.image_set
+                               or self.option("xenlab_image_set") or None)
             if self.uboot.prompt != prepared.profile.uboot.prompt:
                 raise XenlabError(f"target {self.target.name}: UBootDriver prompt "
                                   f"{self.uboot.prompt!r} differs from the profile's uboot.prompt "
@@ -302,7 +300,12 @@ class XenStrategy(Strategy):
     def _to_dom0(self) -> None:
         self.stage_started["dom0"] = time.monotonic()
         for name, pattern in STAGE_MARKERS["dom0"]:
-            self._wait("dom0", name, pattern.format(ready=re.escape(self.images.dom0_ready_marker)))
+            self._wait("dom0", name, pattern.format(ready=self.images.dom0_ready_pattern))
+        if self.images.dom0_prompt:  # the tester's Dom0 rootfs: its prompt made the driver's
+            if self.images.info.get("dom0_ready_marker"):
+                self._wait("dom0", "dom0-prompt", self.images.dom0_prompt)
+            if re.fullmatch(self.shell.prompt, "dom0# "):
+                self.console.sendline("PS1='dom0''# '")  # its echo does not match the prompt
 
     @step()
     def _to_shell(self) -> None:

@@ -33,7 +33,7 @@ def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None 
 
     `dtb_path` skips resolving the profile's DTB (a DTB already resolved or one
     to try); `extra_findings` (kernel-config checks from images.py) are appended.
-    `xen` is the Xen under test (ImageSet.xen_features()): what its binary
+    `xen` is the Xen under test (images.xenfeatures.xen_under_test): what its binary
     and xen.config say it drives.
     """
     findings: list[Finding] = []

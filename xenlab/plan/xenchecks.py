@@ -36,15 +36,21 @@ def _missing(what: str, node: str, compatibles: list[str], xen: XenFeatures, tab
         if xen.enabled(driver.kconfig) is False:
             return (f"this Xen was built without {option} ({driver.name}, for {compat}): turn it "
                     f"on with {FRAGMENTS_HINT}")
+        if driver.since and _line(xen.version) < _line(driver.since):
+            return (f"{compat} is driven by {driver.name} ({option}) from Xen {driver.since}; "
+                    f"this is Xen {xen.version}: test a newer Xen")
         if xen.config is not None and not xen.offered(driver.kconfig):
             return (f"{compat} is driven by {driver.name} ({option}), which this Xen's Kconfig "
                     "does not offer for this architecture")
-        if driver.since:
-            return (f"{compat} is driven by {driver.name} ({option}) from Xen {driver.since}; "
-                    f"this is Xen {xen.version}: test a newer Xen")
         return f"{compat} is driven by {driver.name} ({option}), which this Xen lacks"
     return (f"no Xen release xenlab knows has a {what} driver for {', '.join(compatibles) or node}: "
             "xen/drivers/char lists the UARTs Xen drives")
+
+
+def _line(version: str) -> tuple[int, ...]:
+    """'4.17.5' -> (4, 17); unknown parts count as 0."""
+    parts = re.findall(r"\d+", version)[:2]
+    return tuple(int(p) for p in parts) or (0,)
 
 
 def _uart_driver(profile: BoardProfile, info: DtbInfo, xen: XenFeatures) -> list[Finding]:

@@ -69,6 +69,7 @@ INFO = {
                 "build", "changeset", "config", "kind", "source", "tools_version", "version")}
             | {"mismatch": {"oneOf": [{"type": "null"}, _VERSIONS]}}}]},
         "stage_marks": {"type": "object", "additionalProperties": {"type": "number"}},
+        "doctor": {"type": "array", "items": {"type": "string"}},  # its findings before power-on
     },
 }
 

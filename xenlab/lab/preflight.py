@@ -1,0 +1,56 @@
+"""The doctor before power-on, on the board as the farm wires it.
+
+Every run asks the doctor first (pytest, Test Day, nightly, matrix): an error
+it can see on paper (a UART this Xen cannot drive, a GIC it lacks, a dtuart
+that resolves to nothing) would otherwise cost the whole stage timeout and end
+as a bare `stage-timeout`.  Here it ends the run at once, as the lab's ERROR
+`board-setup`, with the doctor's lines as the evidence.
+"""
+
+from __future__ import annotations
+
+from ..errors import Finding, Severity
+from ..images.checks import kernel_config_findings
+from ..images.xenfeatures import xen_under_test
+from ..plan.doctor import doctor
+from ..plan.prepare import PreparedBoard
+
+# Local ports run at their `speed:`; over the network, ser2net's own
+# configuration decides unless RFC 2217 carries the setting.
+_SPEED_SET_HERE = ("RawSerialPort", "USBSerialPort", "SerialPort")
+
+
+def preflight(prepared: PreparedBoard, target=None) -> list[Finding]:
+    """The doctor's findings on `prepared`, and how `target` reads its console."""
+    images = prepared.images
+    findings = doctor(prepared.profile, prepared.files, dtb_path=prepared.dtb,
+                      extra_findings=kernel_config_findings(images), xen=xen_under_test(images))
+    if target is not None:
+        findings += wiring_findings(prepared, target)
+    return findings
+
+
+def wiring_findings(prepared: PreparedBoard, target) -> list[Finding]:
+    """The serial port's speed against the board's console speed."""
+    console = prepared.plan.console
+    out = []
+    for resource in getattr(target, "resources", []):
+        kind = type(resource).__name__
+        speed = getattr(resource, "speed", None)
+        if console is None or not isinstance(speed, int) or not kind.endswith("SerialPort"):
+            continue
+        if speed == console.baudrate:
+            continue
+        protocol = getattr(resource, "protocol", None)
+        decisive = kind in _SPEED_SET_HERE or protocol == "rfc2217"
+        out.append(Finding(
+            Severity.ERROR if decisive else Severity.WARN, "console-speed-mismatch",
+            f"target {target.name}: {kind} speed {speed}, but the board's console runs at "
+            f"{console.baudrate} baud (from {console.baudrate_from})",
+            "at another speed the console reads garbage and every stage times out; set the "
+            "farm file's `speed:`" + ("" if decisive else " and ser2net's connection speed")))
+    return out
+
+
+def errors(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity is Severity.ERROR]
