@@ -6,7 +6,8 @@ Dom0 shell and never writes run records.  Modules: `strategy` (XenStrategy),
 `monitors` (what the console must never show; the one classifier),
 `diagnose` (what to collect from a failed board), `places` (labgrid places),
 `services` (atftpd, coordinator, exporter), `ser2net` (the serial server
-in front of a UART), `bench` (the bench board's atftpd and ser2net),
+in front of a UART), `rfc2217` (pyserial's RFC 2217 client reading in
+chunks), `bench` (the bench board's atftpd and ser2net),
 `signals` (SIGINT/SIGTERM end a run in seconds), `pidfile` (our own QEMU,
 found again after a SIGKILL).
 

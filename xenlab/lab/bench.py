@@ -24,7 +24,8 @@ def start_bench_serial(state: Path, serial_port: int, uart: str) -> Service:
 
     Raw, not RFC 2217: ser2net applies RFC 2217's serial parameters only to a
     serial-capable connector, and pyserial (labgrid's rfc2217://) refuses a
-    port whose server does not acknowledge them; a TCP connector cannot. Its
+    port whose server does not acknowledge them; a TCP connector cannot
+    ("Remote does not accept parameter change", ser2net issue #92). Its
     trace (uart.trace) is ser2net's own record of each console connection.
     """
     host, port = uart.rsplit(":", 1)
