@@ -91,9 +91,11 @@ def ingest(protocol: str, windowed: bool, payload: bytes, limit: float) -> tuple
         uart.flood(payload)
         t0 = time.monotonic()
         try:
-            # What XenStrategy waits with: a stage marker and every monitor.
+            # What XenStrategy waits with in its U-Boot stage: a marker and the
+            # monitors (a console repeated from its start is a reset loop after boot).
             console.expect([FLOOD_END.strip().decode()] +
-                           [m.live_pattern for m in monitors.MONITORS], timeout=limit)
+                           [m.live_pattern for m in monitors.MONITORS if not m.after_boot],
+                           timeout=limit)
         except TIMEOUT:
             pass
         seconds = time.monotonic() - t0

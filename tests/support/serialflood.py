@@ -44,7 +44,8 @@ class TcpUart:
     def flood(self, payload: bytes) -> threading.Thread:
         def send():
             self._conn, _ = self.server.accept()  # ser2net, once the console connected
-            self._conn.sendall(payload)
+            with contextlib.suppress(OSError):  # a reader that stopped early hung up
+                self._conn.sendall(payload)
         thread = threading.Thread(target=send, daemon=True)
         thread.start()
         return thread
@@ -66,8 +67,9 @@ class PtyUart:
     def flood(self, payload: bytes) -> threading.Thread:
         def send():
             view = memoryview(payload)
-            while view:
-                view = view[os.write(self.master, view[:65536]):]
+            with contextlib.suppress(OSError):  # closed under a reader that stopped early
+                while view:
+                    view = view[os.write(self.master, view[:65536]):]
         thread = threading.Thread(target=send, daemon=True)
         thread.start()
         return thread
