@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Console reading before and after issue 16, side by side in one run.
+"""Console reading before and after issues 16 and 13, side by side in one run.
 
-    bench/console.py [--size BYTES] [--timeout S]
+    bench/console.py [--size BYTES] [--timeout S] [--ingest MB]
 
 For each pathological pattern, the seconds to clean and classify `--size`
 bytes of it with labgrid's re_vt100 and the per-line classifier (before) and
 with xenlab's one-pass readers (after); then a flooded TCP console read
 through labgrid's PtxExpect (whole-buffer search, a byte per read) and through
 WindowedExpect.  "> T" means the old reader was stopped after T seconds.
+
+Last, ingestion through a real ser2net (issue 13): `--ingest` MB of a recorded
+console flooded into ser2net's connector (a TCP server for raw, a pty for RFC
+2217), read by labgrid's SerialDriver over NetworkSerialPort with labgrid's
+stock reads (old) and with xenlab's as XenStrategy connects the console (new),
+in bytes/s of what the console recorder got; old stops after --timeout s.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import re
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +32,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from labgrid.util import re_vt100  # noqa: E402
 from labgrid.util.expect import PtxExpect  # noqa: E402
 
+from pexpect import TIMEOUT  # noqa: E402
+from support.serialflood import console_text, flooded_console  # noqa: E402
 from test_console_linear import PATHOLOGICAL, FloodingBoard  # noqa: E402
 from xenlab.console_text import body, clean, clean_lines  # noqa: E402
 from xenlab.lab import diagnose, monitors  # noqa: E402
@@ -70,10 +79,36 @@ def show(seconds: float | None, limit: float) -> str:
     return f"> {limit:.0f}" if seconds is None else f"{seconds:.3f}"
 
 
+FLOOD_END = b"\r\nXENLAB-FLOOD-END\r\n"
+
+
+def ingest(protocol: str, windowed: bool, payload: bytes, limit: float) -> tuple[float, bool]:
+    """(bytes/s, every byte intact) reading `payload` through ser2net's `protocol` port."""
+    with tempfile.TemporaryDirectory() as tmp, \
+            flooded_console(protocol, Path(tmp), windowed) as (console, uart):
+        record = Path(tmp) / "console.log"
+        recorder = lab_console.ConsoleRecorder(console.target, record)
+        uart.flood(payload)
+        t0 = time.monotonic()
+        try:
+            # What XenStrategy waits with in its U-Boot stage: a marker and the
+            # monitors (a console repeated from its start is a reset loop after boot).
+            console.expect([FLOOD_END.strip().decode()] +
+                           [m.live_pattern for m in monitors.MONITORS if not m.after_boot],
+                           timeout=limit)
+        except TIMEOUT:
+            pass
+        seconds = time.monotonic() - t0
+        recorder.close()
+        got = record.read_bytes()
+    return len(got) / seconds, got == payload
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1 << 20)
     parser.add_argument("--timeout", type=float, default=20.0)
+    parser.add_argument("--ingest", type=float, default=4.0, metavar="MB")
     args = parser.parse_args()
     print(f"{'pattern':18} {'before s':>9} {'after s':>9} {'ratio':>7}")
     for name, piece in PATHOLOGICAL.items():
@@ -103,6 +138,15 @@ def main() -> int:
         seconds = timed(lambda: console.expect(patterns, timeout=args.timeout * 2), args.timeout)
         target.deactivate(console)
         print(f"  {label:22} {show(seconds, args.timeout):>9} s", flush=True)
+
+    payload = console_text(int(args.ingest * 1e6)) + FLOOD_END
+    print(f"\n{len(payload) / 1e6:.1f} MB of console through ser2net into SerialDriver:")
+    print(f"  {'protocol':9} {'old MB/s':>9} {'new MB/s':>9} {'ratio':>7}  new intact")
+    for protocol in ("raw", "rfc2217"):
+        old, _ = ingest(protocol, False, payload, args.timeout)
+        new, intact = ingest(protocol, True, payload, args.timeout)
+        print(f"  {protocol:9} {old / 1e6:9.3f} {new / 1e6:9.3f} {new / old:6.0f}x  {intact}",
+              flush=True)
     return 0
 
 

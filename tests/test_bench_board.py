@@ -1,7 +1,8 @@
-"""The bench board: QEMU wired like a real board (bench.yaml) — a TCP UART read
-through NetworkSerialPort, power through scripts/bench-qemu (ExternalPowerDriver),
-files from a real atftpd — runs the same smoke test, and its lab faults are
-the lab's ERRORs naming the component (power, TFTP), with record and console kept.
+"""The bench board: QEMU wired like a real board (bench.yaml) — a TCP UART behind
+a real ser2net, read through NetworkSerialPort, power through scripts/bench-qemu
+(ExternalPowerDriver), files from a real atftpd — runs the same smoke test, and
+its lab faults are the lab's ERRORs naming the component (power, TFTP), with
+record and console kept.
 """
 
 import re
@@ -13,6 +14,7 @@ from labgrid import Environment
 
 from support.farmlab import timed_smoke, BOARD, REPO, STEPS, Bench, explain, record, run_smoke
 from xenlab.errors import XenlabError
+from xenlab.lab.places import FarmError
 from xenlab.run import health
 
 BENCH_QEMU = str(REPO / "scripts" / "bench-qemu")
@@ -20,7 +22,10 @@ BENCH_QEMU = str(REPO / "scripts" / "bench-qemu")
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    b = Bench(tmp_path_factory.mktemp("bench"))
+    try:
+        b = Bench(tmp_path_factory.mktemp("bench"))
+    except FarmError as exc:  # no ser2net or atftpd: the bench cannot exist, a failure
+        pytest.fail(f"bench lab: {exc}", pytrace=False)
     yield b
     b.close()
 
@@ -32,7 +37,7 @@ def smoke_run(bench, tmp_path_factory):
 
 @pytest.fixture
 def busy_port():
-    """A TCP port someone else listens on: QEMU cannot open its UART there."""
+    """A TCP port someone else listens on: QEMU cannot open its UART there (LG_BENCH_UART)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -75,6 +80,14 @@ def test_smoke_passes_on_the_bench_board(smoke_run, bench):
     assert f"TFTP from server {bench.addr}" in console
     served = (bench.dir / "atftpd.log").read_text()
     assert re.search(r"Serving xen to 127\.0\.0\.1", served), served[-2000:]
+    # The console went through ser2net: its own trace of the UART has the console's
+    # connection and the banner, and the console's port is ser2net's, not QEMU's.
+    assert f"accepter: tcp,{bench.serial.replace(':', ',')}" in \
+        (bench.dir / "ser2net.yaml").read_text()
+    assert bench.serial != bench.uart and bench.ser2net.alive()
+    trace = (bench.dir / "uart.trace").read_text(errors="replace")
+    assert re.search(r"^\S+ \S+ OPEN \(ipv4,127\.0\.0\.1,\d+\)$", trace, re.M), trace[:500]
+    assert "U-Boot 2023.01" in trace and "Xen version 4.17" in trace
     print(f"bench smoke: {seconds:.1f} s")
 
 
@@ -88,7 +101,7 @@ def test_bench_board_is_off_after_the_run(smoke_run, bench):
 
 
 def test_power_command_failing_is_a_power_error(bench, tmp_path, busy_port):
-    proc = run_smoke("bench.yaml", tmp_path, bench.env(LG_BENCH_SERIAL=f"127.0.0.1:{busy_port}"))
+    proc = run_smoke("bench.yaml", tmp_path, bench.env(LG_BENCH_UART=f"127.0.0.1:{busy_port}"))
     assert proc.returncode != 0
     rec, run_dir = record(tmp_path)
     assert (rec["verdict"], rec["classification"]) == ("ERROR", "power-failed"), rec
@@ -137,7 +150,7 @@ def test_health_check_to_uboot_passes_and_powers_off(bench, bench_env, tmp_path)
 
 
 def test_failing_health_check_marks_the_board_unavailable(bench_env, tmp_path, busy_port):
-    target = bench_env(LG_BENCH_SERIAL=f"127.0.0.1:{busy_port}").get_target(BOARD)
+    target = bench_env(LG_BENCH_UART=f"127.0.0.1:{busy_port}").get_target(BOARD)
     rec = health.health_check(target, "uboot", results=tmp_path)
     assert rec is not None
     data, run_dir = record(tmp_path)

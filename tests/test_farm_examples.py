@@ -85,7 +85,8 @@ def test_doctor_passes_on_the_profile(name):
     ("remote.yaml", {"LG_PLACE": "bench-arm64"}),
 ])
 def test_bench_env_files_load(monkeypatch, tmp_path, env_file, extra):
-    for key, value in {"LG_BENCH_SERIAL": "127.0.0.1:20555", "LG_BENCH_STATE": str(tmp_path),
+    for key, value in {"LG_BENCH_SERIAL": "127.0.0.1:20556", "LG_BENCH_UART": "127.0.0.1:20555",
+                       "LG_BENCH_STATE": str(tmp_path),
                        "LG_BENCH_TFTP_DIR": str(tmp_path / "tftp"),
                        "LG_BENCH_TFTP_ADDR": "127.0.0.1", **extra}.items():
         monkeypatch.setenv(key, value)
@@ -104,7 +105,8 @@ def test_bench_env_files_load(monkeypatch, tmp_path, env_file, extra):
 
 
 def test_bench_env_needs_its_variables(monkeypatch):
-    for key in ("LG_BENCH_SERIAL", "LG_BENCH_STATE", "LG_BENCH_TFTP_DIR", "LG_BENCH_TFTP_ADDR"):
+    for key in ("LG_BENCH_SERIAL", "LG_BENCH_UART", "LG_BENCH_STATE", "LG_BENCH_TFTP_DIR",
+                "LG_BENCH_TFTP_ADDR"):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(Exception, match="unknown variable 'LG_BENCH"):
         Environment(str(REPO / "bench.yaml"))

@@ -79,7 +79,7 @@ def test_power_failure_releases_the_place(exporter_up, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        env = lab.env(LG_BENCH_SERIAL=f"127.0.0.1:{busy.getsockname()[1]}")
+        env = lab.env(LG_BENCH_UART=f"127.0.0.1:{busy.getsockname()[1]}")
         proc = run_smoke("remote.yaml", tmp_path, env)
     assert proc.returncode != 0
     rec, run_dir = record(tmp_path)

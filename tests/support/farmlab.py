@@ -1,8 +1,8 @@
-"""The bench lab for tests: atftpd, the bench board's wiring, a coordinator and an exporter.
+"""The bench lab for tests: atftpd, ser2net, the bench board's wiring, a coordinator and an exporter.
 
 Everything listens on 127.0.0.1 (atftpd on a free loopback address, port 69:
 Debian's U-Boot cannot ask another port), is started by the test itself and
-awaited on what it prints, and is stopped by its own pid.
+awaited on what it prints or binds, and is stopped by its own pid.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from xenlab.lab import places, services
+from xenlab.lab import bench, places, services
 
 REPO = Path(__file__).resolve().parent.parent.parent
 BOARD = "bench-arm64"
@@ -25,23 +25,28 @@ STEPS = ["uboot", "xen_boots", "dom0_boots", "xl_info", "xl_list", "domu_create_
          "pv_block", "pv_network", "domu_shutdown_destroy"]
 
 
-def ensure_atftpd() -> None:
-    if shutil.which("atftpd") or os.path.exists("/usr/sbin/atftpd"):
+def ensure_farm_tools() -> None:
+    """atftpd and ser2net, installed if missing (a failed install fails the test, never skips)."""
+    if all(shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}")
+           for tool in ("atftpd", "ser2net")):
         return
     subprocess.run([str(REPO / "scripts" / "install-farm-tools")], check=True,
                    stdin=subprocess.DEVNULL)
 
 
 class Bench:
-    """atftpd and the LG_BENCH_* variables of bench.yaml, in a temp dir."""
+    """atftpd, ser2net in front of QEMU's UART, and the LG_BENCH_* variables of bench.yaml."""
 
     def __init__(self, tmp: Path):
-        ensure_atftpd()
+        ensure_farm_tools()
         self.dir = Path(tmp)
         self.tftp_dir = self.dir / "tftp"
         self.addr = services.free_tftp_address()
-        self.serial = f"127.0.0.1:{services.free_port()}"
+        self.serial = f"127.0.0.1:{services.free_port()}"  # ser2net's port: the console's
+        self.uart = f"127.0.0.1:{services.free_port()}"    # QEMU's, ser2net's connector
         self.atftpd = None
+        self.ser2net = bench.start_bench_serial(self.dir, int(self.serial.rsplit(":", 1)[1]),
+                                                self.uart)
         self.start_tftp()
 
     def start_tftp(self) -> None:
@@ -55,7 +60,8 @@ class Bench:
     def env(self, **extra: str) -> dict:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("LG_", "XENLAB_", "PYTEST_"))}
-        env.update(LG_BENCH_SERIAL=self.serial, LG_BENCH_STATE=str(self.dir),
+        env.update(LG_BENCH_SERIAL=self.serial, LG_BENCH_UART=self.uart,
+                   LG_BENCH_STATE=str(self.dir),
                    LG_BENCH_TFTP_DIR=str(self.tftp_dir), LG_BENCH_TFTP_ADDR=self.addr,
                    GRPC_ENABLE_FORK_SUPPORT="0")
         env.update(extra)
@@ -68,6 +74,7 @@ class Bench:
     def close(self) -> None:
         self.power_off()
         self.stop_tftp()
+        self.ser2net.stop()
 
 
 class Farm:
@@ -82,7 +89,7 @@ class Farm:
         host, port = bench.serial.rsplit(":", 1)
         self.exports = self.dir / "exports.yaml"
         self.exports.write_text(f"bench:\n  NetworkSerialPort:\n    host: {host}\n"
-                                f"    port: {port}\n    protocol: raw\n")
+                                f"    port: {port}\n    protocol: raw\n    speed: 115200\n")
         self.exporter = None
         self.start_exporter()
         services.create_place(PLACE, self.address, f"{EXPORTER}/bench/*")

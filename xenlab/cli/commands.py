@@ -15,7 +15,7 @@ from ..errors import Severity, Status, XenlabError
 from ..images import checks, debs
 from ..images.imageset import OVERRIDABLE, ImageSet, build_image_set
 from ..images.manifest import manifest_path, pin_manifest
-from ..lab import services
+from ..lab import bench
 from ..plan.doctor import doctor
 from ..images.xenfeatures import xen_under_test
 from ..plan.prepare import boot_files, image_set_for, prepare
@@ -272,11 +272,11 @@ def cmd_health(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    """The bench's atftpd, and the LG_BENCH_* variables bench.yaml reads."""
+    """The bench's atftpd and ser2net, and the LG_BENCH_* variables bench.yaml reads."""
     if args.action == "down":
-        services.bench_down(Path(args.dir), REPO / "scripts" / "bench-qemu")
+        bench.bench_down(Path(args.dir), REPO / "scripts" / "bench-qemu")
         return 0
-    for name, value in services.bench_up(Path(args.dir)).items():
+    for name, value in bench.bench_up(Path(args.dir)).items():
         print(f"export {name}={value}")
     return 0
 

@@ -158,7 +158,7 @@ def build_parser() -> ArgumentParser:
     he.add_argument("--place-wait", type=seconds, default=60.0)
     he.set_defaults(func=cmd_health)
 
-    be = sub.add_parser("bench", help="the bench board's atftpd: `up DIR` prints the "
+    be = sub.add_parser("bench", help="the bench board's atftpd and ser2net: `up DIR` prints the "
                                       "LG_BENCH_* variables bench.yaml reads")
     be.add_argument("action", choices=["up", "down"])
     be.add_argument("dir", type=output_dir)

@@ -27,6 +27,7 @@ from labgrid.util.expect import PtxExpect
 from pexpect import TIMEOUT
 
 from ..console_text import ESCAPE, clean
+from .rfc2217 import chunked_reads
 
 # labgrid cleans console text with its re_vt100, whose CSI body runs over anything
 # but a final byte: a line of 0x9b bytes is quadratic in its serial logger (every
@@ -71,14 +72,16 @@ class WindowedExpect(PtxExpect):
 
 
 def bound_search_window(console, window: int = SEARCH_WINDOW) -> None:
-    """Give a labgrid console driver a WindowedExpect, before it has read anything.
+    """Give a labgrid console driver xenlab's reads, before it is activated.
 
-    labgrid keeps its spawn in ConsoleExpectMixin's `_expect` (labgrid 26); a
-    console without one (a test's fake) is left as it is.
+    A WindowedExpect: labgrid keeps its spawn in ConsoleExpectMixin's `_expect`
+    (labgrid 26); a console without one (a test's fake) is left as it is. On
+    RFC 2217, pyserial's port reading in chunks (`rfc2217`), from its next open.
     """
     if isinstance(getattr(console, "_expect", None), PtxExpect) and \
             not isinstance(console._expect, WindowedExpect):
         console._expect = WindowedExpect(console, window)
+    chunked_reads(getattr(console, "serial", None))
 
 
 class ConsoleRecorder:

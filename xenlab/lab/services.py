@@ -13,7 +13,6 @@ import pwd
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -165,26 +164,3 @@ def create_place(name: str, coordinator: str, match: str) -> None:
         text = proc.stderr + proc.stdout
         if proc.returncode != 0 and "already exists" not in text:
             raise client_failure(name, coordinator, proc)
-
-
-def bench_up(state: Path) -> dict[str, str]:
-    """The bench board's atftpd, started for bench.yaml; the LG_BENCH_* variables it reads."""
-    state = Path(state).resolve()
-    addr = free_tftp_address()
-    svc = start_atftpd(state / "tftp", addr, state / "atftpd.log")
-    (state / "atftpd.pid").write_text(str(svc.proc.pid))
-    return {"LG_BENCH_SERIAL": f"127.0.0.1:{free_port()}", "LG_BENCH_STATE": str(state),
-            "LG_BENCH_TFTP_DIR": str(state / "tftp"), "LG_BENCH_TFTP_ADDR": addr}
-
-
-def bench_down(state: Path, bench_qemu: Path) -> None:
-    """Power the bench's QEMU off and stop its atftpd (by the pid `bench_up` kept)."""
-    state = Path(state).resolve()
-    subprocess.run([str(bench_qemu), "off", "--state", str(state)], check=False)
-    pidfile = state / "atftpd.pid"
-    if pidfile.exists():
-        try:
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
-        pidfile.unlink()

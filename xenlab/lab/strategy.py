@@ -258,8 +258,8 @@ class XenStrategy(Strategy):
         deadline = time.monotonic() + retry_for
         while True:
             try:
+                bound_search_window(self.console)  # before it opens: the RFC 2217 reader
                 self.target.activate(self.console)
-                bound_search_window(self.console)
                 return
             except Exception as exc:  # pyserial's SerialException, a refused socket
                 if time.monotonic() < deadline:
