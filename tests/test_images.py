@@ -66,7 +66,7 @@ def test_dom0_archive_holds_the_toolstack_modules_and_init(image_set):
     for needed in ("libxenlight.so.4.17", "libxenctrl.so.4.17", "libyajl.so.2", "libc.so.6"):
         assert needed in libs, needed
     init = entries["/init"].data.decode()
-    assert "mount -t xenfs xenfs /proc/xen" in init and image_set.dom0_ready_marker in init
+    assert "mount -t xenfs xenfs /proc/xen" in init and image_set.info["dom0_ready_marker"] in init
 
 
 def test_guest_config_follows_the_seed(image_set):

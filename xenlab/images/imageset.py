@@ -31,7 +31,7 @@ from .rootfs import RECIPE_DIR
 from .readiness import DOMU_READY_MARKER, dom0_readiness, ready_pattern
 
 # Bump when the build logic changes what a manifest produces.
-BUILDER_VERSION = "5"
+BUILDER_VERSION = "6"  # 6: manifest.json says when Dom0 is ready (marker or prompt)
 
 DISK_MARKER = "xenlab-pv-block-marker"
 

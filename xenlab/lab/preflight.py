@@ -9,7 +9,7 @@ as a bare `stage-timeout`.  Here it ends the run at once, as the lab's ERROR
 
 from __future__ import annotations
 
-from ..errors import Finding, Severity
+from ..errors import Finding, Severity, StageFailure
 from ..images.checks import kernel_config_findings
 from ..images.xenfeatures import xen_under_test
 from ..plan.doctor import doctor
@@ -52,5 +52,17 @@ def wiring_findings(prepared: PreparedBoard, target) -> list[Finding]:
     return out
 
 
-def errors(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.severity is Severity.ERROR]
+def doctor_verdict(findings: list[Finding], board: str) -> tuple[list[str], StageFailure | None]:
+    """The findings as record lines, and the ERROR `board-setup` their first error makes."""
+    bad = [f for f in findings if f.severity is Severity.ERROR]
+    if not bad:
+        return [_line(f) for f in findings], None
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    return [_line(f) for f in findings], StageFailure(
+        "doctor", "ERROR", "board-setup",
+        f"doctor: {bad[0].code}: {bad[0].message}{more}; `xenlab doctor {board}` explains it",
+        [_line(f) for f in bad] + [_line(f) for f in findings if f not in bad])
+
+
+def _line(finding: Finding) -> str:
+    return str(finding).replace("\n      ", " -- ")  # the hint on the same line

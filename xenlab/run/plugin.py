@@ -22,7 +22,7 @@ from ..errors import StageFailure, XenlabError
 from ..lab import places, signals
 from ..lab.diagnose import Diagnosis, silent_xen, toolstack_mismatch
 from ..lab.failures import stage_failure
-from ..lab.preflight import errors as doctor_errors, preflight
+from ..lab.preflight import doctor_verdict, preflight
 from .farmfile import Farm, load_farm, read_config
 from .junit import format_run
 from .known_issues import failure_text, load_known_issues, match as match_known_issue
@@ -52,9 +52,8 @@ def pytest_addoption(parser):
                     help="run id (default: time-based, unique)")
     group.addoption("--xenlab-doctor", choices=("on", "off"),
                     default=os.environ.get("XENLAB_DOCTOR") or "on",
-                    help="run the doctor before power-on and end the run at its first error "
-                         "as ERROR board-setup (default on; off: boot anyway, e.g. when the "
-                         "firmware fixes the DTB at boot; its findings are still recorded)")
+                    help="doctor errors before power-on end the run as ERROR board-setup (default "
+                         "on; off: boot anyway, e.g. when the firmware fixes the DTB at boot)")
     group.addoption("--xenlab-place-wait", type=_seconds,
                     default=os.environ.get("XENLAB_PLACE_WAIT") or "60",
                     help="seconds to wait for a RemotePlace target's place held by someone "
@@ -191,40 +190,22 @@ def board(request):
         b.known_issues = load_known_issues(request.config.getoption("--xenlab-known-issues"))
         strategy.prepare()
         record.arch, record.profile = strategy.profile.arch, strategy.profile.name
-        record.set_info(image_set=str(strategy.images.dir),
-                        image_set_hash=strategy.images.hash,
-                        image_set_overrides=strategy.images.overrides,
-                        expected_xen_version=strategy.images.xen_version,
+        images = strategy.images
+        # The doctor before power-on: its first error ends the run at once (lab/preflight.py).
+        lines, failure = doctor_verdict(preflight(strategy.prepared, target), strategy.profile.name)
+        record.set_info(image_set=str(images.dir), image_set_hash=images.hash,
+                        image_set_overrides=images.overrides, expected_xen_version=images.xen_version,
                         # The Xen under test: version, config, changeset, source (and build).
-                        xen_build=strategy.images.xen,
-                        toolstack_mismatch=strategy.images.toolstack_mismatch)
-        b.failure = _doctor(b, request.config.getoption("--xenlab-doctor") == "on")
-        b.failure_unreported = b.failure is not None
+                        xen_build=images.xen, toolstack_mismatch=images.toolstack_mismatch,
+                        doctor=lines)
+        if failure and request.config.getoption("--xenlab-doctor") == "on":
+            b.failure, b.failure_unreported = failure, True
     except XenlabError as exc:
         # The first step fails with it (a run that boots nothing must not pass).
-        b.failure = StageFailure("prepare", "ERROR", "harness-config", str(exc))
-        b.failure_unreported = True
+        b.failure, b.failure_unreported = StageFailure("prepare", "ERROR", "harness-config", str(exc)), True
     yield b
     _check_place(b, lease)
     _finish(b)
-
-
-def _doctor(b: "Board", enforce: bool) -> StageFailure | None:
-    """The doctor on the prepared board before power-on; its errors end the run at once."""
-    findings = preflight(b.strategy.prepared, b.target)
-    b.record.set_info(doctor=[_line(f) for f in findings])
-    bad = doctor_errors(findings)
-    if not bad or not enforce:
-        return None
-    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-    return StageFailure("doctor", "ERROR", "board-setup",
-                        f"doctor: {bad[0].code}: {bad[0].message}{more}; "
-                        f"`xenlab doctor {b.profile.name}` explains it",
-                        [_line(f) for f in bad] + [_line(f) for f in findings if f not in bad])
-
-
-def _line(finding) -> str:
-    return str(finding).replace("\n      ", " -- ")  # the hint on the same line
 
 
 def _hold_place(request, env, root: Path, farm_target):
