@@ -207,8 +207,7 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
     ready = dom0_readiness(overrides, **(dom0_ready or {}))
     key = set_key(m, {name: digest for name, (_, digest) in checked.items()},
                   {"xen_build": build.info["key"] if build else None,
-                   "allow_tools_mismatch": bool(xen.get("mismatch")),
-                   **({"dom0_ready": ready} if ready["dom0_ready_prompt"] else {})})
+                   "allow_tools_mismatch": bool(xen.get("mismatch")), "dom0_ready": ready})
     final = cache_root() / "sets" / f"{arch}-{key}"
     if (final / "manifest.json").exists():
         log(f"image set {final.name}: cached")

@@ -14,6 +14,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from .pidfile import cmdline
 from .places import FarmError
 from .ser2net import Connection, start_ser2net
 from .services import Service, free_port, free_tftp_address, start_atftpd
@@ -56,9 +57,8 @@ def _stop(pidfile: Path, name: str) -> None:
     """SIGTERM the pid in `pidfile` if that process is still our `name`."""
     try:
         pid = int(pidfile.read_text())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if name.encode() in f.read():
-                os.kill(pid, signal.SIGTERM)
+        if any(name in arg for arg in cmdline(pid) or []):
+            os.kill(pid, signal.SIGTERM)
     except (OSError, ValueError):
         pass
     pidfile.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from ..errors import Severity
 from ..images.cache import atomic_write
 from ..images.imageset import xen_line
 from ..plan.doctor import console_findings
+from ..plan.uart import console_uart
 from ..plan.dtb import DtbInfo
 
 DEBUG_KEYS = "hqr0"  # help, domain info, run queues, dump registers of all CPUs
@@ -106,15 +107,16 @@ def silent_xen(prepared, console_text: str) -> str | None:
     if start is None or any("(XEN)" in l or "Xen version" in l for l in lines[start + 1:]):
         return None
     why = f"Xen printed nothing after {lines[start].strip()!r}"
+    dtuart = prepared.profile.dtuart
     try:
-        found = [f for f in console_findings(prepared.profile, DtbInfo.load(prepared.dtb))
+        info = DtbInfo.load(prepared.dtb)
+        dtuart = console_uart(prepared.profile, info).dtuart
+        found = [f for f in console_findings(prepared.profile, info)
                  if f.severity in (Severity.ERROR, Severity.WARN)]
     except Exception:  # a diagnosis never hides the failure: the generic hint stays
         found = []
     if found:
         return f"{why}: {found[0].message}; {found[0].hint}"
-    console = getattr(getattr(prepared, "plan", None), "console", None)
-    dtuart = console.dtuart if console else prepared.profile.dtuart
     return (f"{why} (seed §8.6): dtuart={dtuart} resolves in the DTB, so check "
             f"that Xen has a driver for that UART and that it is the one the lab's cable is on; "
             f"{EARLY_PRINTK}")

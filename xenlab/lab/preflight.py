@@ -23,7 +23,7 @@ _SPEED_SET_HERE = ("RawSerialPort", "USBSerialPort", "SerialPort")
 def preflight(prepared: PreparedBoard, target=None) -> list[Finding]:
     """The doctor's findings on `prepared`, and how `target` reads its console."""
     images = prepared.images
-    findings = doctor(prepared.profile, prepared.files, dtb_path=prepared.dtb,
+    findings = doctor(prepared.profile, prepared.files, dtb_path=prepared.dtb, plan=prepared.plan,
                       extra_findings=kernel_config_findings(images), xen=xen_under_test(images))
     if target is not None:
         findings += wiring_findings(prepared, target)

@@ -117,8 +117,7 @@ class BootPlan:
                                      if a < mem.end and mem.start < b]
 
         uart = console_uart(profile, info)
-        require_dtuart(profile, info)
-        xen_bootargs = (f"console=dtuart dtuart={uart.dtuart} dom0_mem={profile.dom0.memory_mb}M "
+        xen_bootargs = (f"console=dtuart dtuart={require_dtuart(uart, profile)} dom0_mem={profile.dom0.memory_mb}M "
                         f"dom0_max_vcpus={profile.dom0.vcpus} {profile.xen_cmdline}").strip()
         for what, value in (("Xen command line", xen_bootargs), ("Dom0 command line", profile.dom0.cmdline)):
             why = check_cmdline(value)

@@ -28,13 +28,14 @@ E, W, I = Severity.ERROR, Severity.WARN, Severity.INFO
 
 def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None = None, *,
            dtb_path: os.PathLike | None = None, domus=(),
-           extra_findings: Iterable[Finding] = (), xen: XenFeatures | None = None) -> list[Finding]:
+           extra_findings: Iterable[Finding] = (), xen: XenFeatures | None = None,
+           plan: BootPlan | None = None) -> list[Finding]:
     """Check `profile` (and, if given, the images for it); findings in check order.
 
     `dtb_path` skips resolving the profile's DTB (a DTB already resolved or one
     to try); `extra_findings` (kernel-config checks from images.py) are appended.
     `xen` is the Xen under test (images.xenfeatures.xen_under_test): what its binary
-    and xen.config say it drives.
+    and xen.config say it drives.  `plan`: the plan already built for these files.
     """
     findings: list[Finding] = []
     findings += _firmware(profile)
@@ -53,7 +54,7 @@ def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None 
     if xen is not None:
         findings += xen_findings(profile, info, xen)
     if image_files is not None:
-        findings += _images(profile, image_files, path, domus)
+        findings += _images(profile, image_files, path, domus, plan)
     findings += list(extra_findings)
     return findings
 
@@ -160,11 +161,10 @@ def console_findings(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
     uart = console_uart(profile, info)
     dtuart = uart.dtuart
     out.append(_console_source(profile, uart))
-    said = re.match(r"\d+", uart.stdout_options)
-    if profile.baudrate and said and int(said.group(0)) != profile.baudrate:
+    if profile.baudrate and uart.stdout_baudrate and uart.stdout_baudrate != profile.baudrate:
         out.append(Finding(W, "console-baudrate-mismatch",
                            f"{profile.where}: key 'console.baudrate': {profile.baudrate}, but "
-                           f"/chosen/stdout-path says {said.group(0)}",
+                           f"/chosen/stdout-path says {uart.stdout_baudrate}",
                            "the firmware sets the UART to stdout-path's speed and Xen keeps it; "
                            "a serial port at another speed reads garbage"))
     if not dtuart:
@@ -315,10 +315,11 @@ def _chosen(info: DtbInfo) -> list[Finding]:
 
 # --------------------------------------------------------------------------- images
 
-def _images(profile: BoardProfile, files: Mapping[str, os.PathLike], dtb: Path, domus) -> list[Finding]:
+def _images(profile: BoardProfile, files: Mapping[str, os.PathLike], dtb: Path, domus,
+            plan: BootPlan | None) -> list[Finding]:
     out = []
     try:
-        plan = BootPlan.build(profile, files, dtb, domus=domus)
+        plan = plan or BootPlan.build(profile, files, dtb, domus=domus)
     except XenlabError as exc:
         out.append(Finding(E, "plan", str(exc),
                            "the bootloader must load Xen, Dom0's kernel and ramdisk and the DTB "

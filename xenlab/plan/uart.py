@@ -27,6 +27,7 @@ class ConsoleUart:
     dtuart: str | None  # the alias or path for `dtuart=`; None when nothing names one
     dtuart_from: str  # "profile" or "stdout-path"
     stdout_options: str  # stdout-path's options after ':' ("" without)
+    stdout_baudrate: int | None  # the speed those options give, if any
     baudrate: int
     baudrate_from: str  # "profile", "stdout-path" or "default"
 
@@ -38,18 +39,18 @@ def console_uart(profile: BoardProfile, info: DtbInfo) -> ConsoleUart:
     else:
         dtuart, dtuart_from = info.stdout_path(), "stdout-path"
     m = _OPTIONS.match(options)
+    said = int(m.group(1)) if m else None
     if profile.baudrate:
         baud, baud_from = profile.baudrate, "profile"
-    elif m:
-        baud, baud_from = int(m.group(1)), "stdout-path"
+    elif said:
+        baud, baud_from = said, "stdout-path"
     else:
         baud, baud_from = DEFAULT_BAUDRATE, "default"
-    return ConsoleUart(dtuart, dtuart_from, options, baud, baud_from)
+    return ConsoleUart(dtuart, dtuart_from, options, said, baud, baud_from)
 
 
-def require_dtuart(profile: BoardProfile, info: DtbInfo) -> str:
+def require_dtuart(uart: ConsoleUart, profile: BoardProfile) -> str:
     """The dtuart the boot plan writes, or one line saying what to add to the profile."""
-    uart = console_uart(profile, info)
     if not uart.dtuart:
         raise XenlabError("key 'dtuart' is not set and the DTB's /chosen has no stdout-path: "
                           "name Xen's console UART (an /aliases name or a full node path, seed §8.6)",
