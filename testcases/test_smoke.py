@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.xenlab_mode("dom0")  # with --xenlab-variant, test_dom0less.py runs instead
+
 GUEST = "guest"
 GUEST_CFG = "/root/guest.cfg"
 

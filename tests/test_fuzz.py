@@ -1,7 +1,7 @@
 """Fuzzing every parser of untrusted input, with fixed seeds (issue 16).
 
-A board's console, a board's DTB, a run record and a farm file all come from
-outside xenlab.  Each is mutated a few thousand times from real seeds (a QEMU
+A board's console, a board's DTB, a run record, a farm file and an ImageBuilder
+config all come from outside xenlab.  Each is mutated a few thousand times from real seeds (a QEMU
 console transcript, the shipped boards' DTBs, records RunRecord wrote, the
 repository's farm files) and read the way xenlab reads it.  Every input must be
 read or refused with one XenlabError line: no other exception, no hang.
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+import test_imagebuilder
 from support import fabricate, fuzzing
+from support.imageset import MiB, arm64_image
 from xenlab.plan.dtb import resolve_dtb
 from xenlab.plan.profile import load_profile
 
@@ -33,10 +35,23 @@ def targets(tmp: Path) -> dict:
         "run-record": (lambda: fuzzing.record_target(
             fabricate.fabricate(tmp / "results", boards=12, nights=3)), 3000),
         "farm-file": (lambda: fuzzing.farm_target([REPO / f for f in FARMS]), 2000),
+        "imagebuilder": (lambda: fuzzing.imagebuilder_target(test_imagebuilder.CONFIG,
+                                                             _imagebuilder_files(tmp)), 2000),
     }
 
 
-@pytest.mark.parametrize("name", ["console", "dtb", "run-record", "farm-file"])
+def _imagebuilder_files(tmp: Path) -> Path:
+    """The files the ImageBuilder config names, small (every input lays them out again)."""
+    d = tmp / "ib"
+    d.mkdir()
+    arm64_image(d / "xen", MiB + 40)
+    arm64_image(d / "Image", 3 * MiB)
+    (d / "initrd").write_bytes(b"\x1f\x8b" + bytes(4000))
+    (d / "virt-gicv2.dtb").write_bytes(resolve_dtb(load_profile("qemu-virt-arm64")).read_bytes())
+    return d
+
+
+@pytest.mark.parametrize("name", ["console", "dtb", "run-record", "farm-file", "imagebuilder"])
 def test_every_input_is_read_or_refused_in_one_line(tmp_path, name):
     make, inputs = targets(tmp_path)[name]
     with warnings.catch_warnings():

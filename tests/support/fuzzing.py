@@ -331,3 +331,24 @@ def farm_target(farms: list[Path]) -> Target:
         for target in farm.select():  # what the runner reads first
             assert target.name and target.profile, target
     return Target("farm-file", seeds, mutate, run)
+
+
+def imagebuilder_target(config_text: str, files: Path) -> Target:
+    """An ImageBuilder config (the text of tests/test_imagebuilder.py's), byte-mutated with
+    shell and key tokens, read by read_config and laid out by plan_from in `files`' directory."""
+    from xenlab.plan.imagebuilder import plan_from, read_config
+    from xenlab.plan.profile import load_profile
+
+    profile = load_profile("qemu-virt-arm64")
+    path = files / "fuzzed.config"
+
+    def mutate(rng: random.Random, data: bytes) -> bytes:
+        return mutate_bytes(rng, data, [b"=", b"[0]", b"[1]", b'"', b"'", b"$(", b"`", b";", b"\\",
+                                        b"\n", b" ", b"#", b"0x", b"NUM_DOMUS=", b"DOMU_MEM[0]=",
+                                        b"DOMU_STATIC_MEM[0]=", b"CPUPOOL[0]=", b"cpu@", b"99999999999"])
+
+    def run(data: bytes) -> None:
+        path.write_bytes(data)
+        plan = plan_from(read_config(path), profile)
+        assert plan.placements
+    return Target("imagebuilder", [config_text.encode()], mutate, run)

@@ -20,12 +20,20 @@ def arm64_image(path: Path, size: int) -> Path:
     return path
 
 
-def write_image_set(directory: Path) -> Path:
+def write_image_set(directory: Path, *, domu: bool = False, xen_config: str | None = None) -> Path:
+    """`domu`: DomU files too (a variant's domains); `xen_config`: the Xen's .config text."""
     directory.mkdir(parents=True)
     files = {"xen": arm64_image(directory / "xen", MiB + 40),
              "dom0-kernel": arm64_image(directory / "dom0-kernel", 3 * MiB),
              "dom0-rootfs.cpio.gz": directory / "dom0-rootfs.cpio.gz"}
     files["dom0-rootfs.cpio.gz"].write_bytes(os.urandom(4096))
+    if domu:
+        files["domU-kernel"] = arm64_image(directory / "domU-kernel", 3 * MiB)
+        files["domU-rootfs.cpio.gz"] = directory / "domU-rootfs.cpio.gz"
+        files["domU-rootfs.cpio.gz"].write_bytes(os.urandom(2048))
+    if xen_config is not None:
+        files["xen.config"] = directory / "xen.config"
+        files["xen.config"].write_text(xen_config)
     artifacts = [{"name": name, "size": p.stat().st_size, "sha256":
                   hashlib.sha256(p.read_bytes()).hexdigest(), "source": "test", "path": ""}
                  for name, p in files.items()]

@@ -16,18 +16,21 @@ from ..images import checks, debs
 from ..images.imageset import OVERRIDABLE, ImageSet, build_image_set
 from ..images.manifest import manifest_path, pin_manifest
 from ..lab import bench
+from ..plan import imagebuilder
 from ..plan.doctor import doctor
 from ..images.xenfeatures import xen_under_test
 from ..plan.prepare import boot_files, image_set_for, prepare
 from ..plan.profile import list_boards, load_profile
+from ..plan.variant import list_variants, load_variant, variant_findings
 from ..plan.stage import SCRIPT_NAME, stage
+from ..plan.bootplan import script_load_name as plan_script_name
 from ..reports import dashboard, nightly, testday
-from ..run import compare
+from ..run import compare, matrix
 from ..run.farmfile import load_farm
 from ..run.health import HEALTH_UNAVAILABLE, gate
 from ..run.junit import format_run
 from ..run.record import RunRecord, list_runs, scan_runs
-from ..run.runner import candidate_sets, finished_records, run_farm
+from ..run.runner import candidate_sets, finished_records, run_all, run_farm
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,17 +105,29 @@ def _board_line(board) -> str:
 
 
 def cmd_plan(args) -> int:
-    board = prepare(args.board, args.images or None)
-    print(_board_line(board))
-    print(board.plan.table())
+    script = args.script
+    if args.imagebuilder:  # the tester's own ImageBuilder config, read as data
+        if args.images or args.variant:
+            raise XenlabError("--imagebuilder names its own files and domains: drop --images/--variant")
+        config = imagebuilder.read_config(Path(args.imagebuilder))
+        plan = imagebuilder.plan_from(config, load_profile(args.board))
+        print(f"board {plan.profile.name} ({plan.profile.arch}), ImageBuilder config {args.imagebuilder}")
+        name = imagebuilder.script_name(config)
+        if name and not script:  # UBOOT_SCRIPT: written beside the config, as uboot-script-gen does
+            script = str(Path(args.imagebuilder).parent / plan_script_name(name))
+    else:
+        board = prepare(args.board, args.images or None, variant=args.variant)
+        plan = board.plan
+        print(_board_line(board))
+    print(plan.table())
     print()
-    for cmd in board.plan.uboot_prelude() + board.plan.uboot_commands():
+    for cmd in plan.uboot_prelude() + plan.uboot_commands():
         print(cmd)
-    if args.script:
-        board.plan.boot_script(Path(args.script))
-        _stderr(f"\nwrote {args.script}")
+    if script:
+        plan.boot_script(Path(script))
+        _stderr(f"\nwrote {script}")
     if args.dtb:
-        board.plan.offline_dtb(Path(args.dtb))
+        plan.offline_dtb(Path(args.dtb))
         _stderr(f"wrote {args.dtb}")
     return 0
 
@@ -144,13 +159,21 @@ def cmd_doctor(args) -> int:
             worst = 1
             continue
         print(f"== {profile.name} ({profile.arch}): {profile.description}")
-        files, extra, xen = None, [], None
-        if args.images or args.with_images:
-            images = image_set_for(profile, args.images or None)
-            files = boot_files(images)
+        files, extra, xen, plan_args = None, [], None, None
+        variant = load_variant(args.variant) if args.variant else None
+        if variant is not None and not variant.applies_to(profile.name):
+            raise XenlabError(f"variant {variant.name} is not for board {profile.name} (key 'boards': "
+                              f"{', '.join(variant.boards)})", where=variant.where)
+        if args.images or args.with_images or variant:
+            images = image_set_for(profile, args.images or None, variant=variant)
+            files = boot_files(images, variant)
             extra = checks.kernel_config_findings(images)
             xen = xen_under_test(images)
-        worst = max(worst, _print_findings(doctor(profile, files, extra_findings=extra, xen=xen)))
+            if variant is not None:  # its Kconfig first: a bank on a Xen without static memory
+                extra = variant_findings(variant, images.dir / "xen.config", images.dir.name) + extra
+                plan_args = variant.plan_args(images)
+        worst = max(worst, _print_findings(doctor(profile, files, extra_findings=extra, xen=xen,
+                                                  plan_args=plan_args)))
     return worst
 
 
@@ -204,19 +227,26 @@ def cmd_testday(args, log=print) -> int:
         raise XenlabError(f"--jobs {args.jobs}: must be at least 1")
     if not args.tester.strip():
         raise XenlabError(f"--tester {args.tester!r}: name who ran the tests")
-    targets = load_farm(args.farm).select(target_list(args.targets))
+    farm = load_farm(args.farm)
+    targets = farm.select(target_list(args.targets))
     results = Path(args.results)
     image_sets = candidate_sets(targets, args.xen_source, args.xen_config, log=log,
                                 build_log=_stderr)
     log(f"Test Day: {len(targets)} board(s) from {args.farm}, tester {args.tester}, "
         f"results in {results}")
-    runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs,
-                                 health=args.health, image_sets=image_sets)
+    if args.variants:  # each variant on its boards, a row each (its lane)
+        runs = matrix.variant_runs(farm, target_list(args.targets), _variants(args.variants),
+                                   results.resolve(), image_sets)
+        runs, interrupted = run_all(runs, Path(args.farm).resolve(), results.resolve(), args.tester,
+                                    args.jobs or len(runs), sys.stdout, args.health)
+    else:
+        runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs,
+                                     health=args.health, image_sets=image_sets)
     # After Ctrl-C the runs it stopped have no result to post; a child that
     # died on its own is a result (ABORTED) and stays in the table.
     records, unreadable = finished_records(runs, aborted=not interrupted)
     if interrupted:
-        stopped = [r.target.name for r in runs if r.target.name not in {x.target for x in records}]
+        stopped = [r.label for r in runs if r.run_dir not in {x.path for x in records}]
         log(f"interrupted: {', '.join(stopped) or 'no board'} left out of the table")
     for u in unreadable:
         _stderr(f"could not read: {u.reason}")
@@ -234,6 +264,36 @@ def cmd_testday(args, log=print) -> int:
         and not unreadable else 1
 
 
+def _variants(text: str) -> list:
+    return [load_variant(n) for n in _names(text, "--variants")]
+
+
+def _names(text: str, option: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise XenlabError(f"{option} {text!r}: an empty name")
+    return list(dict.fromkeys(names))
+
+
+def cmd_matrix(args, log=print) -> int:
+    farm = load_farm(args.farm)
+    names = _names(args.variants, "--variants") if args.variants else list_variants()
+    variants = [load_variant(n) for n in names]
+    builds = _names(args.builds, "--builds") if args.builds else ["release"]
+    results = Path(args.results)
+    runs = matrix.matrix_runs(farm, variants, builds, results, log=log, build_log=_stderr)
+    jobs = args.jobs or 2
+    log(f"matrix: {len(runs)} run(s), {len(variants)} variant(s) x {len(builds)} build(s), "
+        f"{jobs} board(s) at once, results in {results}")
+    runs, interrupted, wall = matrix.run_matrix(args.farm, runs, results, args.tester, jobs, sys.stdout)
+    log("")
+    log(matrix.table(runs, builds))
+    log(f"\nwall time {wall:.0f} s for {len(runs)} run(s)")
+    if interrupted:
+        return 130
+    return 0 if all(r.record is not None and r.record.verdict is Status.PASS for r in runs) else 1
+
+
 def cmd_nightly(args, log=print) -> int:
     results = Path(args.results)
     targets = load_farm(args.farm).select(target_list(args.targets)) \
@@ -248,12 +308,18 @@ def cmd_nightly(args, log=print) -> int:
         if not current:
             raise XenlabError(f"--no-run: no runs under {results} to compare")
     else:
-        runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs,
-                                     health=args.health)
+        if args.variants:
+            runs = matrix.variant_runs(load_farm(args.farm), target_list(args.targets),
+                                       _variants(args.variants), results.resolve())
+            runs, interrupted = run_all(runs, Path(args.farm).resolve(), results.resolve(),
+                                        args.tester, args.jobs or len(runs), sys.stdout, args.health)
+        else:
+            runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs,
+                                         health=args.health)
         if interrupted:
             log("nightly interrupted: no comparison")
             return 130
-        current = {r.target: r for r in finished_records(runs)[0]}
+        current = {r.lane: r for r in finished_records(runs)[0]}
         history, unreadable = scan_runs(results)
     comparison = compare.compare(compare.previous_runs(history, current), current)
     log(nightly.format_summary(comparison, results.resolve(), unreadable))

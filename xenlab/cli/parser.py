@@ -20,7 +20,7 @@ from .arguments import (ArgumentParser, existing_dir, existing_file, output_dir,
                         port, positive_int, run_name, seconds, text, writable_dir)
 from .commands import (cmd_bench, cmd_dashboard, cmd_doctor, cmd_health, cmd_images_build,
                        cmd_images_check, cmd_images_pin, cmd_nightly, cmd_plan, cmd_results_list,
-                       cmd_results_show, cmd_stage, cmd_testday)
+                       cmd_results_show, cmd_stage, cmd_testday, cmd_matrix)
 
 
 def _farm_options(p, *, results_help: str) -> None:
@@ -84,6 +84,11 @@ def build_parser() -> ArgumentParser:
     plan.add_argument("--images", type=existing_dir, help="image set directory (default: the bundled set)")
     plan.add_argument("--script", type=output_file, help="also write boot.scr (with mkimage) here")
     plan.add_argument("--dtb", type=output_file, help="also write the DTB with /chosen filled in here")
+    plan.add_argument("--variant", metavar="NAME|FILE", help="a board variant (boards/variants/): "
+                      "dom0less domains, cpupools ...")
+    plan.add_argument("--imagebuilder", metavar="CONFIG", type=existing_file,
+                      help="an ImageBuilder config (uboot-script-gen -c): its files, Dom0, DomUs and "
+                           "cpupools, on this board; parsed as data, never sourced")
     plan.set_defaults(func=cmd_plan)
 
     st = sub.add_parser("stage", help="copy the files a board's plan loads, under their load names, "
@@ -101,6 +106,8 @@ def build_parser() -> ArgumentParser:
     doc.add_argument("--all", action="store_true", help="every profile under boards/")
     doc.add_argument("--images", type=existing_dir, help="check this image set against the board too")
     doc.add_argument("--with-images", action="store_true", help="check the bundled image set too")
+    doc.add_argument("--variant", metavar="NAME|FILE", help="check a board variant (boards/variants/) "
+                     "too: its domains' plan and the Kconfig its Xen needs")
     doc.set_defaults(func=cmd_doctor)
 
     res = sub.add_parser("results", help="run records").add_subparsers(
@@ -126,7 +133,20 @@ def build_parser() -> ArgumentParser:
                          "built once per arch; every board boots it")
     td.add_argument("--xen-config", action="append", default=[], metavar="NAME|FILE",
                     help="Kconfig fragments for the candidate (repeatable)")
+    td.add_argument("--variants", help="comma-separated board variants (boards/variants/), each on "
+                                       "the boards it is for (default: the dom0 smoke test)")
     td.set_defaults(func=cmd_testday)
+
+    mx = sub.add_parser("matrix", help="every board variant (boards/variants/) on every farm board "
+                                       "it names, per Xen build: Xen CI's Arm matrix")
+    mx.add_argument("--farm", default=Path("farm.yaml"), type=existing_file, help="labgrid env file (default: farm.yaml)")
+    mx.add_argument("--variants", help="comma-separated variants (default: all of boards/variants/)")
+    mx.add_argument("--builds", help="comma-separated builds: release (the variant's fragments), "
+                                     "debug (plus CONFIG_DEBUG); default: release")
+    mx.add_argument("--results", default=str(default_results_dir()), type=output_dir, help=results_help)
+    mx.add_argument("--jobs", type=positive_int, help="boards at once (default: 2, the cores QEMU needs)")
+    mx.add_argument("--tester", default="matrix", type=text, help="who ran it (recorded)")
+    mx.set_defaults(func=cmd_matrix)
 
     ni = sub.add_parser("nightly", help="refresh images, run the farm, compare with the "
                                         "previous runs (regressions exit non-zero)")
@@ -135,6 +155,8 @@ def build_parser() -> ArgumentParser:
     ni.add_argument("--no-run", action="store_true",
                     help="do not run the farm: compare the newest night already recorded")
     ni.add_argument("--tester", default="nightly", type=text, help="recorded as the tester (default: nightly)")
+    ni.add_argument("--variants", help="comma-separated board variants, each on the boards it is "
+                                       "for and compared within its own lane (default: the dom0 smoke test)")
     ni.set_defaults(func=cmd_nightly)
 
     da = sub.add_parser("dashboard", help="build the static results dashboard "

@@ -84,7 +84,7 @@ def read_config(path: Path) -> dict[str, str]:
     return out
 
 
-def _same(want: str, have: str | None) -> bool:
+def same_value(want: str, have: str | None) -> bool:
     if have is None:
         return False
     if want == have:
@@ -129,7 +129,7 @@ def configure(tree: Path, config: Config, make: list[str], env: dict, attempt) -
             if value is None and have not in (None, "n"):
                 raise XenlabError(f"{symbol} is still {have} after olddefconfig (something "
                                   "selects it)", where=where)
-            if value is not None and value != "n" and not _same(value, have):
+            if value is not None and value != "n" and not same_value(value, have):
                 raise XenlabError(f"{symbol}={value} did not take: after olddefconfig it is "
                                   f"{have if have is not None else 'not set'} (its dependencies "
                                   "are not met)", where=where)

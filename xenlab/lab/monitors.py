@@ -28,6 +28,21 @@ STAGE_MARKERS = {
              ("dom0-ready", "{ready}")],
 }
 
+
+
+def xen_markers(plan) -> list[tuple[str, str]]:
+    """The Xen stage's markers for this plan: Dom0's, then one per dom0less DomU, in Xen's order.
+
+    Xen prints "LOADING DOMU cpus=N memory=<hex>KB" for each xen,domain node
+    (create_domUs, after Dom0 is built), then hands the console over.
+    """
+    first, dom0, handover = STAGE_MARKERS["xen"]
+    out = [first] + ([dom0] if plan.has_dom0 else [])
+    out += [(f"domu-loading:{d.name}", rf"\*\*\* LOADING DOMU cpus={d.cpus} memory={d.memory_kb:x}KB \*\*\*")
+            for d in plan.domus]
+    return out + [handover]
+
+
 UBOOT_BANNER = re.compile(r"^U-Boot (20\d\d\.\d\d\S*)")  # not "U-Boot SPL 20..": that precedes it
 
 

@@ -14,6 +14,7 @@ from ..images.checks import kernel_config_findings
 from ..images.xenfeatures import xen_under_test
 from ..plan.doctor import doctor
 from ..plan.prepare import PreparedBoard
+from ..plan.variant import variant_findings
 
 # Local ports run at their `speed:`; over the network, ser2net's own
 # configuration decides unless RFC 2217 carries the setting.
@@ -23,8 +24,11 @@ _SPEED_SET_HERE = ("RawSerialPort", "USBSerialPort", "SerialPort")
 def preflight(prepared: PreparedBoard, target=None) -> list[Finding]:
     """The doctor's findings on `prepared`, and how `target` reads its console."""
     images = prepared.images
+    extra = kernel_config_findings(images)
+    if prepared.variant is not None:  # the Kconfig the variant needs (CONFIG_STATIC_MEMORY ...)
+        extra = variant_findings(prepared.variant, images.dir / "xen.config", images.dir.name) + extra
     findings = doctor(prepared.profile, prepared.files, dtb_path=prepared.dtb, plan=prepared.plan,
-                      extra_findings=kernel_config_findings(images), xen=xen_under_test(images))
+                      extra_findings=extra, xen=xen_under_test(images))
     if target is not None:
         findings += wiring_findings(prepared, target)
     return findings

@@ -31,7 +31,7 @@ from ..plan.prepare import PreparedBoard, prepare
 from ..plan.stage import load_name_links
 from .console import ConsoleRecorder, bound_search_window
 from .failures import command_why, one_line
-from .monitors import MONITORS, STAGE_MARKERS, classify, quote, uboot_reply_failure
+from .monitors import MONITORS, STAGE_MARKERS, classify, quote, uboot_reply_failure, xen_markers
 
 
 class BoardState(enum.Enum):
@@ -63,6 +63,8 @@ class XenStrategy(Strategy):
         image_set (str): a built image set directory; default: XENLAB_IMAGE_SET,
             the target option `xenlab_image_set`, or the bundled set for the
             profile's arch (built or found in the cache)
+        variant (str): a board variant (boards/variants/NAME.yaml); default XENLAB_VARIANT
+            or the target option `xenlab_variant`; none: the dom0 smoke test
         tftp_server (str): the lab's TFTP server as the board reaches it (IPv4);
             set as U-Boot's serverip after the profile's init commands
         console_after_power (bool): the console's server only exists while the
@@ -79,6 +81,7 @@ class XenStrategy(Strategy):
     }
     board = attr.ib(default="", validator=attr.validators.instance_of(str))
     image_set = attr.ib(default="", validator=attr.validators.instance_of(str))
+    variant = attr.ib(default="", validator=attr.validators.instance_of(str))
     tftp_server = attr.ib(default="", validator=attr.validators.instance_of(str))
     console_after_power = attr.ib(default=False, validator=attr.validators.instance_of(bool))
 
@@ -99,9 +102,7 @@ class XenStrategy(Strategy):
 
     def option(self, name: str, default: str = "") -> str:
         env = self.target.env
-        if env is None:
-            return default
-        value = env.config.get_target_option(self.target.name, name, default)
+        value = env.config.get_target_option(self.target.name, name, default) if env else None
         return str(value) if value is not None else default
 
     def prepare(self):
@@ -117,8 +118,9 @@ class XenStrategy(Strategy):
                 except ValueError:
                     raise XenlabError(f"target {self.target.name}: XenStrategy tftp_server "
                                       f"{self.tftp_server!r} is not an IPv4 address") from None
-            prepared = prepare(board, os.environ.get("XENLAB_IMAGE_SET") or self.image_set
-                               or self.option("xenlab_image_set") or None)
+            prepared = prepare(
+                board, os.environ.get("XENLAB_IMAGE_SET") or self.image_set or self.option("xenlab_image_set") or None,
+                variant=os.environ.get("XENLAB_VARIANT") or self.variant or self.option("xenlab_variant") or None)
             if self.uboot.prompt != prepared.profile.uboot.prompt:
                 raise XenlabError(f"target {self.target.name}: UBootDriver prompt "
                                   f"{self.uboot.prompt!r} differs from the profile's uboot.prompt "
@@ -223,11 +225,8 @@ class XenStrategy(Strategy):
             self._uboot_check(cmd)
 
     def _reach_uboot_prompt(self) -> None:
-        """Stop autoboot within the profile's U-Boot timeout, monitors watching.
-
-        The prompt is matched with a lookahead, so it stays in the buffer for
-        UBootDriver, which then needs no newline and no wait of its own.
-        """
+        """Stop autoboot in the U-Boot timeout, monitors watching; the prompt is matched with
+        a lookahead, so it stays in the buffer for UBootDriver (no newline, no wait of its own)."""
         u = self.profile.uboot
         prompt = f"(?={u.prompt})"
         unreachable = ("ERROR", "uboot-unreachable",
@@ -293,7 +292,7 @@ class XenStrategy(Strategy):
         m = self._wait("xen", *STAGE_MARKERS["xen"][0])
         version = m.group(1)
         self.facts["xen_version"] = version.decode() if isinstance(version, bytes) else version
-        for name, pattern in STAGE_MARKERS["xen"][1:]:
+        for name, pattern in xen_markers(self.plan)[1:]:
             self._wait("xen", name, pattern)
 
     @step()

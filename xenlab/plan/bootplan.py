@@ -24,13 +24,15 @@ from pyfdt.pyfdt import FdtNode, FdtProperty, FdtPropertyStrings, FdtPropertyWor
 
 from .profile import BoardProfile, Region, check_cmdline
 from ..images.cache import atomic_write, sha256_file
-from .chosen import DomUSpec, DtEdit, chosen_edits, edit_bytes, uboot_edit
+from .chosen import CpupoolSpec, DomUSpec, DtEdit, SharedMem, chosen_edits, edit_bytes, uboot_edit  # noqa: F401
 from .dtb import DtbInfo, read_dtb, set_prop
 from .uart import ConsoleUart, console_uart, require_dtuart
 from ..errors import XenlabError
 from ..images.imageformat import image_info
 from .layout import ALIGN, SCRIPT_SLOT, MiB  # noqa: F401  (the plan's units, for its readers)
 from .layout import align as _align, check_memory, human as _human, layout, place_script
+from .domains import DOMAIN_NAME_RE, check_domus as _check_domus  # noqa: F401  (DOMAIN_NAME_RE: its readers)
+from .domains import resolve_cpupools as _resolve_cpupools, static_banks as _static_banks
 
 FDT_PAGE = 0x1000  # `fdt resize` ends the blob on a 4 KiB boundary
 FDT_RESIZE_RSV = 5 * 16  # ... after room for five /memreserve/ entries (fdt_shrink_to_minimum)
@@ -39,7 +41,6 @@ FDT_BOOT_PAD = 0x3000  # booti/bootz then grow an in-place DTB by CONFIG_SYS_FDT
 ROLES = ("xen", "dom0-kernel", "dom0-ramdisk")
 # A load name is one word to U-Boot's shell and to a TFTP server.
 FILENAME_RE = re.compile(r"^[A-Za-z0-9._+,=@%~-]+$")
-DOMAIN_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -68,33 +69,54 @@ class BootPlan:
     dtb_headroom: int  # bytes for `fdt resize`: the /chosen edits fit in it
     edits: tuple[DtEdit, ...]
     console: ConsoleUart | None = None  # Xen's UART and the speed the lab must read it at
+    cpupools: tuple[CpupoolSpec, ...] = ()
+
+    @property
+    def has_dom0(self) -> bool:
+        return any(p.role == "dom0-kernel" for p in self.placements)
 
     # ------------------------------------------------------------------ building
     @classmethod
     def build(cls, profile: BoardProfile, files: Mapping[str, os.PathLike], dtb_path: os.PathLike,
-              *, script_addr: int | None = None, domus=(), fixed: Mapping[str, int] | None = None
-              ) -> "BootPlan":
-        """Lay out `files` ({"xen", "dom0-kernel", "dom0-ramdisk"?: path}), the DomUs and the DTB.
+              *, script_addr: int | None = None, domus=(), fixed: Mapping[str, int] | None = None,
+              cpupools=(), xen_cmdline: str = "", xen_bootargs: str | None = None) -> "BootPlan":
+        """Lay out `files` ({"xen", "dom0-kernel"?, "dom0-ramdisk"?: path}), the DomUs and the DTB.
 
-        `fixed` pins roles to addresses (2 MiB aligned); everything else flows around them.
+        Without "dom0-kernel" the plan boots dom0less without a Dom0: then it
+        needs DomUs.  `fixed` pins roles to addresses (2 MiB aligned);
+        everything else flows around them and around the DomUs' static banks.
+        `xen_cmdline` is appended to Xen's (a variant's options); `xen_bootargs`
+        replaces the whole of it (ImageBuilder's XEN_CMD).
         """
         unknown = sorted(set(files) - set(ROLES))
         if unknown:
             raise XenlabError(f"boot plan: unknown file role '{unknown[0]}' (roles: {', '.join(ROLES)})")
-        for role in ("xen", "dom0-kernel"):
-            if not files.get(role):
-                raise XenlabError(f"boot plan: no {role} file given")
-        domus = tuple(domus)
-        _check_domus(domus)
+        domus, cpupools = tuple(domus), tuple(cpupools)
+        if not files.get("xen"):
+            raise XenlabError("boot plan: no xen file given")
+        dom0 = bool(files.get("dom0-kernel"))
+        if not dom0 and (files.get("dom0-ramdisk") or not domus):
+            raise XenlabError("boot plan: no dom0-kernel file given" +
+                              ("" if domus else ", and no dom0less domains to boot instead"))
+        _check_domus(domus, cpupools)
 
         # What goes where, in ImageBuilder's order: Dom0, DomUs, Xen, then the host DTB.
-        wanted: list[tuple[str, Path]] = [("dom0-kernel", Path(files["dom0-kernel"]))]
+        wanted: list[tuple[str, Path]] = [("dom0-kernel", Path(files["dom0-kernel"]))] if dom0 else []
         if files.get("dom0-ramdisk"):
             wanted.append(("dom0-ramdisk", Path(files["dom0-ramdisk"])))
+        # Domains booting one file share its one copy: Xen copies a kernel into each
+        # domain, and takes a module of one kind listed twice at one address once.
+        shared: dict[str, str] = {}  # domu role -> the role whose placement it uses
         for d in domus:
-            wanted.append((f"domu:{d.name}:kernel", Path(d.kernel)))
-            if d.ramdisk:
-                wanted.append((f"domu:{d.name}:ramdisk", Path(d.ramdisk)))
+            for kind, path in (("kernel", d.kernel), ("ramdisk", d.ramdisk)):
+                if not path:
+                    continue
+                role = f"domu:{d.name}:{kind}"
+                first = next((r for r, p in wanted if r.endswith(kind) and p == Path(path)), None)
+                if first:
+                    shared[role] = first
+                else:
+                    wanted.append((role, Path(path)))
         wanted.append(("xen", Path(files["xen"])))
         wanted.append(("dtb", Path(dtb_path)))
         # The DTB's file is the cache's <sha256>.dtb; it loads as <board>.dtb, a name
@@ -116,10 +138,16 @@ class BootPlan:
                                      for a, b, why in info.reserved_regions()
                                      if a < mem.end and mem.start < b]
 
+        busy += _static_banks(profile, busy, domus, info)
+        cpupools = _resolve_cpupools(profile, info, cpupools)
+
         uart = console_uart(profile, info)
-        xen_bootargs = (f"console=dtuart dtuart={require_dtuart(uart, profile)} dom0_mem={profile.dom0.memory_mb}M "
-                        f"dom0_max_vcpus={profile.dom0.vcpus} {profile.xen_cmdline}").strip()
-        for what, value in (("Xen command line", xen_bootargs), ("Dom0 command line", profile.dom0.cmdline)):
+        dom0_opts = f"dom0_mem={profile.dom0.memory_mb}M dom0_max_vcpus={profile.dom0.vcpus} " if dom0 else ""
+        if xen_bootargs is None:
+            xen_bootargs = " ".join(f"console=dtuart dtuart={require_dtuart(uart, profile)} {dom0_opts}"
+                                    f"{profile.xen_cmdline} {xen_cmdline}".split())
+        dom0_bootargs = profile.dom0.cmdline if dom0 else ""
+        for what, value in (("Xen command line", xen_bootargs), ("Dom0 command line", dom0_bootargs)):
             why = check_cmdline(value)
             if why:
                 raise XenlabError(f"{what} {value!r} {why}", where=profile.where)
@@ -127,8 +155,9 @@ class BootPlan:
 
         # Headroom for `fdt resize`: the edits' size with every address at its longest.
         worst = {role: Placement(role, "", path, mem.end - 1, 0, "", 0) for role, path in wanted}
+        worst.update({role: worst[first] for role, first in shared.items()})
         headroom = _align(edit_bytes(chosen_edits(worst, has_chosen, xen_bootargs,
-                                                    profile.dom0.cmdline, domus)) + 0x400, FDT_PAGE)
+                                                    dom0_bootargs, domus, cpupools)) + 0x400, FDT_PAGE)
 
         spans = {}
         for role, path in wanted:
@@ -145,15 +174,17 @@ class BootPlan:
         busy.append(Region(script_addr, script_addr + SCRIPT_SLOT, "boot script slot"))
         placed = layout(profile, wanted, spans, busy, fixed or {}, script_addr + SCRIPT_SLOT)
         # The files fit; now what Xen must give the guests at boot has to, too.
-        check_memory(profile, info, busy, spans["xen"], domus)
+        check_memory(profile, info, busy, spans["xen"], domus, dom0)
 
         by_role = {}
         for role, path in wanted:
             by_role[role] = Placement(role, load_names[role], path, placed[role], path.stat().st_size,
                                       sha256_file(path), spans[role])
-        edits = chosen_edits(by_role, has_chosen, xen_bootargs, profile.dom0.cmdline, domus)
-        return cls(profile, tuple(sorted(by_role.values(), key=lambda p: p.addr)), script_addr,
-                   xen_bootargs, profile.dom0.cmdline, domus, headroom, tuple(edits), uart)
+        placements = tuple(sorted(by_role.values(), key=lambda p: p.addr))
+        by_role.update({role: by_role[first] for role, first in shared.items()})
+        edits = chosen_edits(by_role, has_chosen, xen_bootargs, dom0_bootargs, domus, cpupools)
+        return cls(profile, placements, script_addr,
+                   xen_bootargs, dom0_bootargs, domus, headroom, tuple(edits), uart, cpupools)
 
     # ------------------------------------------------------------------ queries
     def placement(self, role: str) -> Placement:
@@ -264,6 +295,11 @@ class BootPlan:
 
 # --------------------------------------------------------------------------- checks
 
+def script_load_name(name: str) -> str:
+    """A boot script's file name, checked like every load name (ImageBuilder's UBOOT_SCRIPT)."""
+    return _check_name("boot script", name, name)
+
+
 def _check_name(what: str, name: str, shown) -> str:
     if not FILENAME_RE.match(name):
         bad = next((c for c in name if not FILENAME_RE.match(c)), None)
@@ -280,23 +316,6 @@ def _check_file(role: str, path: Path, name: str) -> str:
     if path.stat().st_size == 0:
         raise XenlabError(f"{role} file {path} is empty")
     return name
-
-
-def _check_domus(domus: tuple[DomUSpec, ...]) -> None:
-    seen = set()
-    for d in domus:
-        if not DOMAIN_NAME_RE.match(d.name) or d.name == "chosen":
-            raise XenlabError(f"dom0less domain name {d.name!r} must match {DOMAIN_NAME_RE.pattern}")
-        if d.name in seen:
-            raise XenlabError(f"dom0less domain name '{d.name}' is used twice")
-        seen.add(d.name)
-        if not isinstance(d.memory_kb, int) or d.memory_kb <= 0:
-            raise XenlabError(f"dom0less domain '{d.name}': memory_kb {d.memory_kb!r} must be a positive integer")
-        if not isinstance(d.cpus, int) or not 1 <= d.cpus <= 128:
-            raise XenlabError(f"dom0less domain '{d.name}': cpus {d.cpus!r} must be 1..128")
-        why = check_cmdline(d.cmdline)
-        if why:
-            raise XenlabError(f"dom0less domain '{d.name}': command line {d.cmdline!r} {why}")
 
 
 def _fdt_content_size(path: Path) -> int:

@@ -21,6 +21,17 @@ def _align(value: int, to: int) -> int:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class SharedMem:
+    """A statically shared region (booting.txt, "xen,domain-shared-memory-v1")."""
+
+    shm_id: str  # xen,shm-id: the same id in every domain that shares it
+    host: int  # host physical address
+    guest: int  # where the domain sees it
+    size: int
+    role: str = ""  # "owner" or "borrower"; empty: Xen owns it
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class DomUSpec:
     """A dom0less domain started by Xen at boot (booting.txt, "xen,domain")."""
 
@@ -31,6 +42,23 @@ class DomUSpec:
     cpus: int = 1
     vpl011: bool = True  # an emulated PL011 the guest's console can use
     cmdline: str = "console=ttyAMA0"
+    enhanced: bool = False  # xen,enhanced: xenstore and PV drivers, once Dom0 runs init-dom0less
+    static_mem: tuple[tuple[int, int], ...] = ()  # (address, size) banks: xen,static-mem
+    direct_map: bool = False  # guest RAM at the banks' host addresses (needs static_mem)
+    shared_mem: tuple[SharedMem, ...] = ()
+    cpupool: int | None = None  # the id of a boot-time CpupoolSpec
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class CpupoolSpec:
+    """A boot-time cpupool (booting.txt / cpupools.txt, "xen,cpupool")."""
+
+    id: int  # 1, 2 ...: pool 0 is Xen's own, with every CPU no pool names
+    cpus: tuple[int, ...]  # CPU numbers: the `reg` of the host DTB's /cpus/cpu@N
+    sched: str = ""  # cpupool-sched; empty: Xen's default scheduler
+    # Filled in by the boot plan from the host DTB:
+    cpu_phandles: tuple[int, ...] = ()
+    phandle: int = 0  # one the host DTB does not use
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -70,7 +98,8 @@ def _module(parent: str, p, compatible: tuple[str, ...], bootargs: str | None) -
 
 
 def chosen_edits(by_role: Mapping, has_chosen: bool, xen_bootargs: str,
-                  dom0_bootargs: str, domus: tuple[DomUSpec, ...]) -> list[DtEdit]:
+                  dom0_bootargs: str, domus: tuple[DomUSpec, ...],
+                  cpupools: tuple[CpupoolSpec, ...] = ()) -> list[DtEdit]:
     kernel = ("multiboot,kernel", "multiboot,module")
     ramdisk = ("multiboot,ramdisk", "multiboot,module")
     xen_bootargs, dom0_bootargs = command_line(xen_bootargs), command_line(dom0_bootargs)
@@ -79,11 +108,21 @@ def chosen_edits(by_role: Mapping, has_chosen: bool, xen_bootargs: str,
     edits += [DtEdit("/chosen", "#address-cells", "words", (2,)),
               DtEdit("/chosen", "#size-cells", "words", (2,)),
               DtEdit("/chosen", "xen,xen-bootargs", "strings", (xen_bootargs,))]
-    if dom0_bootargs:
-        edits.append(DtEdit("/chosen", "xen,dom0-bootargs", "strings", (dom0_bootargs,)))
-    edits += _module("/chosen", by_role["dom0-kernel"], kernel, dom0_bootargs)
+    if "dom0-kernel" in by_role:  # dom0less without a Dom0: no module for it
+        if dom0_bootargs:
+            edits.append(DtEdit("/chosen", "xen,dom0-bootargs", "strings", (dom0_bootargs,)))
+        edits += _module("/chosen", by_role["dom0-kernel"], kernel, dom0_bootargs)
     if "dom0-ramdisk" in by_role:
         edits += _module("/chosen", by_role["dom0-ramdisk"], ramdisk, None)
+    pools = {}
+    for pool in cpupools:
+        node = f"/chosen/cpupool_{pool.id}"
+        pools[pool.id] = pool.phandle
+        edits += [DtEdit(node), DtEdit(node, "compatible", "strings", ("xen,cpupool",)),
+                  DtEdit(node, "cpupool-cpus", "words", pool.cpu_phandles),
+                  DtEdit(node, "phandle", "words", (pool.phandle,))]
+        if pool.sched:
+            edits.append(DtEdit(node, "cpupool-sched", "strings", (pool.sched,)))
     for d in domus:
         node = f"/chosen/{d.name}"
         edits += [DtEdit(node),
@@ -94,6 +133,25 @@ def chosen_edits(by_role: Mapping, has_chosen: bool, xen_bootargs: str,
                   DtEdit(node, "cpus", "words", (d.cpus,))]
         if d.vpl011:
             edits.append(DtEdit(node, "vpl011", "empty"))
+        if d.enhanced:
+            edits.append(DtEdit(node, "xen,enhanced", "strings", ("enabled",)))
+        if d.static_mem:
+            edits += [DtEdit(node, "#xen,static-mem-address-cells", "words", (2,)),
+                      DtEdit(node, "#xen,static-mem-size-cells", "words", (2,)),
+                      DtEdit(node, "xen,static-mem", "words",
+                             tuple(w for a, s in d.static_mem for w in (*_cells64(a), *_cells64(s))))]
+        if d.direct_map:
+            edits.append(DtEdit(node, "direct-map", "empty"))
+        if d.cpupool is not None:
+            edits.append(DtEdit(node, "domain-cpupool", "words", (pools[d.cpupool],)))
+        for shm in d.shared_mem:
+            sub = f"{node}/{shm.shm_id}@{shm.host:x}"
+            edits += [DtEdit(sub), DtEdit(sub, "compatible", "strings", ("xen,domain-shared-memory-v1",)),
+                      DtEdit(sub, "xen,shm-id", "strings", (shm.shm_id,)),
+                      DtEdit(sub, "xen,shared-mem", "words",
+                             (*_cells64(shm.host), *_cells64(shm.guest), *_cells64(shm.size)))]
+            if shm.role:
+                edits.append(DtEdit(sub, "role", "strings", (shm.role,)))
         edits += _module(node, by_role[f"domu:{d.name}:kernel"], kernel, command_line(d.cmdline))
         if f"domu:{d.name}:ramdisk" in by_role:
             edits += _module(node, by_role[f"domu:{d.name}:ramdisk"], ramdisk, None)

@@ -27,7 +27,7 @@ E, W, I = Severity.ERROR, Severity.WARN, Severity.INFO
 
 
 def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None = None, *,
-           dtb_path: os.PathLike | None = None, domus=(),
+           dtb_path: os.PathLike | None = None, plan_args: Mapping | None = None,
            extra_findings: Iterable[Finding] = (), xen: XenFeatures | None = None,
            plan: BootPlan | None = None) -> list[Finding]:
     """Check `profile` (and, if given, the images for it); findings in check order.
@@ -35,7 +35,8 @@ def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None 
     `dtb_path` skips resolving the profile's DTB (a DTB already resolved or one
     to try); `extra_findings` (kernel-config checks from images.py) are appended.
     `xen` is the Xen under test (images.xenfeatures.xen_under_test): what its binary
-    and xen.config say it drives.  `plan`: the plan already built for these files.
+    and xen.config say it drives.  `plan`: the plan already built for these files;
+    `plan_args`: a variant's domains and cpupools for the plan (Variant.plan_args).
     """
     findings: list[Finding] = []
     findings += _firmware(profile)
@@ -54,7 +55,7 @@ def doctor(profile: BoardProfile, image_files: Mapping[str, os.PathLike] | None 
     if xen is not None:
         findings += xen_findings(profile, info, xen)
     if image_files is not None:
-        findings += _images(profile, image_files, path, domus, plan)
+        findings += _images(profile, image_files, path, plan_args or {}, plan)
     findings += list(extra_findings)
     return findings
 
@@ -315,11 +316,11 @@ def _chosen(info: DtbInfo) -> list[Finding]:
 
 # --------------------------------------------------------------------------- images
 
-def _images(profile: BoardProfile, files: Mapping[str, os.PathLike], dtb: Path, domus,
+def _images(profile: BoardProfile, files: Mapping[str, os.PathLike], dtb: Path, plan_args: Mapping,
             plan: BootPlan | None) -> list[Finding]:
     out = []
     try:
-        plan = plan or BootPlan.build(profile, files, dtb, domus=domus)
+        plan = plan or BootPlan.build(profile, files, dtb, **plan_args)
     except XenlabError as exc:
         out.append(Finding(E, "plan", str(exc),
                            "the bootloader must load Xen, Dom0's kernel and ramdisk and the DTB "

@@ -183,6 +183,8 @@ class Cpu:
     enable_method: str | None  # the node's own, else the one on /cpus
     release_addr: int | None  # cpu-release-addr (spin-table)
     compatible: str = ""  # the core, e.g. arm,cortex-a72
+    reg: int | None = None  # the CPU's number (MPIDR affinity)
+    phandle: int | None = None
 
 
 @attr.s(frozen=True, eq=False)
@@ -296,10 +298,19 @@ class DtbInfo:
                     or self.string(path, "device_type") == "cpu"):
                 continue  # cpu-map, l2-cache ...
             release = prop_words(self.prop(path, "cpu-release-addr"))
+            reg = prop_words(self.prop(path, "reg"))
+            handle = prop_words(self.prop(path, "phandle"))
             out.append(Cpu(path, self.string(path, "enable-method") or default,
                            _cells(release, len(release)) if release else None,
-                           self.string(path, "compatible") or ""))
+                           self.string(path, "compatible") or "",
+                           _cells(reg, len(reg)) if reg else None, handle[0] if handle else None))
         return out
+
+    def phandles(self) -> set[int]:
+        """Every phandle the DTB uses (a new node's must differ)."""
+        return {w for _, item in self.fdt.get_rootnode().walk()
+                if isinstance(item, FdtPropertyWords) and item.get_name() in ("phandle", "linux,phandle")
+                for w in item.words[:1]}
 
     def find_compatible(self, prefix: str) -> str | None:
         """Path of the first node whose compatible starts with `prefix`."""

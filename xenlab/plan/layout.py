@@ -32,8 +32,11 @@ def human(n: int) -> str:
 
 
 def check_memory(profile: BoardProfile, info: DtbInfo, busy: list[Region], xen_span: int,
-                  domus) -> None:
-    """Refuse what cannot boot, with the numbers: RAM the DTB doesn't have, guests over RAM."""
+                  domus, dom0: bool = True) -> None:
+    """Refuse what cannot boot, with the numbers: RAM the DTB doesn't have, guests over RAM.
+
+    A DomU on static banks takes no heap: its banks are in `busy` already.
+    """
     mem = profile.memory
     banks = info.memory_banks()
     if banks and not any(a <= mem.start and mem.end <= b for a, b in banks):
@@ -42,14 +45,17 @@ def check_memory(profile: BoardProfile, info: DtbInfo, busy: list[Region], xen_s
                           f"of the DTB ({shown}): files loaded there would be lost", where=profile.where)
     reserved = sum(min(r.end, mem.end) - max(r.start, mem.start) for r in merged(busy))
     free = mem.end - mem.start - reserved - xen_span
-    guests = profile.dom0.memory_mb * MiB + sum(d.memory_kb * 1024 for d in domus)
+    heap = [d for d in domus if not d.static_mem]
+    domu_mb = sum(d.memory_kb for d in heap) // 1024
+    guests = (profile.dom0.memory_mb * MiB if dom0 else 0) + sum(d.memory_kb * 1024 for d in heap)
     if guests > free:
+        asked = ([f"Dom0 {profile.dom0.memory_mb} MiB"] if dom0 else []) + \
+                ([f"DomUs {domu_mb} MiB"] if heap else [])
+        key = "dom0.memory_mb" if dom0 and not heap else "domains.memory_mb"
         raise XenlabError(
-            f"key 'dom0.memory_mb': Dom0 {profile.dom0.memory_mb} MiB"
-            + (f" + DomUs {sum(d.memory_kb for d in domus) // 1024} MiB" if domus else "")
-            + f" does not fit in RAM: {human(mem.end - mem.start)} at {mem.start:#x}, of which "
-            f"{human(reserved)} reserved and {human(xen_span)} Xen leave {human(max(free, 0))}",
-            where=profile.where)
+            f"key '{key}': {' + '.join(asked)} does not fit in RAM: {human(mem.end - mem.start)} at "
+            f"{mem.start:#x}, of which {human(reserved)} reserved and {human(xen_span)} Xen leave "
+            f"{human(max(free, 0))}", where=profile.where)
 
 
 def merged(regions: list[Region]) -> list[Region]:

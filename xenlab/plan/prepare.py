@@ -16,6 +16,7 @@ from ..images.imageset import ImageSet, build_image_set
 from .bootplan import BootPlan
 from .dtb import resolve_dtb
 from .profile import BoardProfile, load_profile
+from .variant import Variant, load_variant
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -26,22 +27,32 @@ class PreparedBoard:
     images: ImageSet
     dtb: Path  # the profile's DTB, fixed up, in the cache
     plan: BootPlan
+    variant: Variant | None = None  # None: the dom0 smoke test
 
     @property
     def files(self) -> dict[str, Path]:
-        return boot_files(self.images)
+        return boot_files(self.images, self.variant)
 
 
-def boot_files(images: ImageSet) -> dict[str, Path]:
-    """The image set's files by boot-plan role."""
+def boot_files(images: ImageSet, variant: Variant | None = None) -> dict[str, Path]:
+    """The image set's files by boot-plan role (no Dom0's for a variant without one)."""
+    if variant is not None and not variant.dom0:
+        return {"xen": images.path("xen")}
     return {"xen": images.path("xen"), "dom0-kernel": images.path("dom0-kernel"),
             "dom0-ramdisk": images.path("dom0-rootfs.cpio.gz")}
 
 
 def image_set_for(profile: BoardProfile, image_set: ImageSet | Path | str | None = None,
-                  log=lambda msg: None) -> ImageSet:
-    """`image_set` (a set or its directory), or the bundled set for the profile's arch."""
-    if image_set is None or image_set == "":
+                  log=lambda msg: None, variant: Variant | None = None) -> ImageSet:
+    """`image_set` (a set or its directory), or the bundled set for the profile's arch.
+
+    A variant that needs Kconfig fragments gets Debian's Xen source built with
+    them (xenbuild; built once, then from the cache) unless a set is given.
+    """
+    if (image_set is None or image_set == "") and variant is not None and variant.xen_configs:
+        images = build_image_set(profile.arch, log=log, xen_source="debian",
+                                 xen_config=variant.xen_configs)
+    elif image_set is None or image_set == "":
         images = build_image_set(profile.arch, log=log)
     elif isinstance(image_set, ImageSet):
         images = image_set
@@ -54,10 +65,18 @@ def image_set_for(profile: BoardProfile, image_set: ImageSet | Path | str | None
 
 
 def prepare(profile: BoardProfile | str, image_set: ImageSet | Path | str | None = None,
-            log=lambda msg: None) -> PreparedBoard:
-    """Load the profile, open (or build) the image set, resolve the DTB and lay out the plan."""
+            log=lambda msg: None, variant: Variant | str | None = None) -> PreparedBoard:
+    """Load the profile (and variant), open (or build) the image set, resolve the DTB, plan."""
     if not isinstance(profile, BoardProfile):
         profile = load_profile(profile)
-    images = image_set_for(profile, image_set, log)
+    if variant is not None and not isinstance(variant, Variant):
+        variant = load_variant(variant)
+    if variant is not None and not variant.applies_to(profile.name):
+        raise XenlabError(f"variant {variant.name} is not for board {profile.name} (key 'boards': "
+                          f"{', '.join(variant.boards)})", where=variant.where)
+    images = image_set_for(profile, image_set, log, variant)
     dtb = resolve_dtb(profile)
-    return PreparedBoard(profile, images, dtb, BootPlan.build(profile, boot_files(images), dtb))
+    if variant is None:
+        return PreparedBoard(profile, images, dtb, BootPlan.build(profile, boot_files(images), dtb))
+    plan = BootPlan.build(profile, boot_files(images, variant), dtb, **variant.plan_args(images))
+    return PreparedBoard(profile, images, dtb, plan, variant)

@@ -61,7 +61,7 @@ def table_rows(records: Iterable[RunRecord], base: Path) -> tuple[list[str], lis
                 known.append(issue)
         log = r.console_log if r.console_log.exists() or not (r.path / "pytest.log").exists() \
             else r.path / "pytest.log"
-        rows.append(Row(target=r.target, arch=r.arch, tester=r.tester or "-",
+        rows.append(Row(target=r.lane, arch=r.arch, tester=r.tester or "-",
                         date=str(r.start_time or "")[:10],
                         xen=r.info.get("xen_version") or "-", build=_build(r.info),
                         steps={s.name: s.status.value for s in r.steps},

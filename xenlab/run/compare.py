@@ -134,11 +134,11 @@ def previous_runs(history: Iterable[RunRecord], current: Mapping[str, RunRecord]
 
     prev: dict[str, RunRecord] = {}
     for r in history:
-        cur = current.get(r.target)
+        cur = current.get(r.lane)
         if cur is not None and key(r) >= key(cur):
             continue
-        if r.target not in prev or key(r) > key(prev[r.target]):
-            prev[r.target] = r
+        if r.lane not in prev or key(r) > key(prev[r.lane]):
+            prev[r.lane] = r
     tonight = min((night(c) for c in current.values()), default="9999")
     earlier = [night(p) for p in prev.values() if night(p) < tonight]
     last_night = max(earlier, default=None)
@@ -154,8 +154,8 @@ def newest_night(history: Iterable[RunRecord]) -> dict[str, RunRecord]:
     last = max(night(r) for r in runs)
     out: dict[str, RunRecord] = {}
     for r in runs:
-        if night(r) == last and (r.target not in out or
-                                 (r.start_time, r.run_id) > (out[r.target].start_time,
-                                                             out[r.target].run_id)):
-            out[r.target] = r
+        if night(r) == last and (r.lane not in out or
+                                 (r.start_time, r.run_id) > (out[r.lane].start_time,
+                                                             out[r.lane].run_id)):
+            out[r.lane] = r
     return out

@@ -33,6 +33,8 @@ class FarmTarget:
     arch: str | None  # from the profile, when it was loaded
     features: frozenset[str]
     place: str | None  # the RemotePlace's name: behind a coordinator, needs a lock
+    # options: xenlab_matrix_only: a board only variants name (gicv3, 4 CPUs): no dom0 smoke by default
+    matrix_only: bool = False
 
     @property
     def remote(self) -> bool:
@@ -51,9 +53,23 @@ class Farm:
                               f"{', '.join(self.targets) or 'none'})", where=str(self.path))
         return self.targets[name]
 
-    def select(self, names: Sequence[str] = ()) -> list[FarmTarget]:
-        """The targets named (each checked), or all of them."""
-        return [self.target(n) for n in names] if names else list(self.targets.values())
+    def select(self, names: Sequence[str] = (), variant=None) -> list[FarmTarget]:
+        """The targets named (each checked); else those whose board `variant` names,
+        or without a variant every target but the matrix-only ones."""
+        if names:
+            chosen = [self.target(n) for n in names]
+            wrong = [t for t in chosen if variant is not None and not variant.applies_to(t.profile)]
+            if wrong:
+                raise XenlabError(f"target {wrong[0].name} is board {wrong[0].profile}, which variant "
+                                  f"{variant.name} is not for (boards: {', '.join(variant.boards)})")
+            return chosen
+        if variant is None:
+            return [t for t in self.targets.values() if not t.matrix_only]
+        chosen = [t for t in self.targets.values() if variant.applies_to(t.profile)]
+        if not chosen:
+            raise XenlabError(f"no target of {self.path} is a board variant {variant.name} is for "
+                              f"(boards: {', '.join(variant.boards)})")
+        return chosen
 
 
 def _named(items) -> dict:
@@ -126,7 +142,11 @@ def read_config(config: Config, path: Path | str, *, profiles: bool = True) -> F
         if "RemotePlace" in resources:
             place = str(resources["RemotePlace"].get("name") or name)
         features = frozenset(map(str, (data or {}).get("features") or []))
-        targets[name] = FarmTarget(name, str(profile), arch, features, place)
+        matrix_only = ((data or {}).get("options") or {}).get("xenlab_matrix_only", False)
+        if not isinstance(matrix_only, bool):
+            raise XenlabError(f"key 'targets.{name}.options.xenlab_matrix_only': {matrix_only!r} is not "
+                              "true or false", where=str(path))
+        targets[name] = FarmTarget(name, str(profile), arch, features, place, matrix_only)
     return Farm(Path(path), config, targets)
 
 

@@ -25,6 +25,9 @@ from ..lab.failures import stage_failure
 from ..lab.preflight import doctor_verdict, preflight
 from .farmfile import Farm, load_farm, read_config
 from .junit import format_run
+from .placeguard import check_place, hold_place, place_lost
+from . import variantplugin
+from .variantplugin import target_names, variant_of
 from .known_issues import failure_text, load_known_issues, match as match_known_issue
 from .record import RunRecord, default_results_dir
 from .teardown import close_board, interrupt_reason, interrupted_line
@@ -38,7 +41,8 @@ _BOARDS: dict[str, "Board"] = {}
 _FINISHED: list[Path] = []  # run directories written this session, for the summary
 
 
-def pytest_addoption(parser):
+def pytest_addoption(parser, pluginmanager):
+    pluginmanager.register(variantplugin, "xenlab-variants")  # --xenlab-variant, the steps it picks
     group = parser.getgroup("xenlab")
     group.addoption("--xenlab-target", action="append", default=[],
                     help="run on this labgrid target (repeatable; default: every XenStrategy target)")
@@ -111,11 +115,12 @@ def pytest_generate_tests(metafunc):
     if env is None:
         raise pytest.UsageError("xenlab's smoke test needs a labgrid env: pytest --lg-env farm.yaml")
     farm = farm_of(metafunc.config)
-    names = metafunc.config.getoption("--xenlab-target") or list(farm.targets)
-    unknown = [n for n in names if n not in farm.targets]
+    given = metafunc.config.getoption("--xenlab-target")
+    unknown = [n for n in given if n not in farm.targets]
     if unknown:
         raise pytest.UsageError(f"--xenlab-target {unknown[0]}: no XenStrategy target of that "
                                 f"name in {env.config_file}")
+    names = target_names(metafunc.config, farm, given)  # the variant's boards (variantplugin)
     metafunc.parametrize("board", names, indirect=True, scope="session")
 
 
@@ -148,6 +153,10 @@ class Board:
         return self.strategy.images
 
     @property
+    def variant(self):
+        return self.strategy.prepared.variant if self.strategy.prepared else None
+
+    @property
     def profile(self):
         return self.strategy.profile
 
@@ -176,12 +185,14 @@ def board(request):
     env = _env(request.config)
     farm_target = farm_of(request.config).target(request.param)
     root = Path(request.config.getoption("--xenlab-results") or default_results_dir())
-    lease = _hold_place(request, env, root, farm_target)  # RemotePlace: before labgrid looks
+    lease = hold_place(request, env, root, farm_target, _FINISHED)  # RemotePlace: before labgrid looks
     target = env.get_target(request.param)
     strategy = target.get_driver("XenStrategy")
+    variant = variant_of(request.config)
     record = RunRecord.start(root, target.name, profile=farm_target.profile, arch="?",
                              tester=request.config.getoption("--xenlab-tester"),
-                             run_id=request.config.getoption("--xenlab-run-id"))
+                             run_id=request.config.getoption("--xenlab-run-id"),
+                             info={"variant": variant.name} if variant else None)
     b = Board(target, record, request.config.getoption("--xenlab-tester"))
     _BOARDS[target.name] = b
     b.lease = lease
@@ -204,60 +215,8 @@ def board(request):
         # The first step fails with it (a run that boots nothing must not pass).
         b.failure, b.failure_unreported = StageFailure("prepare", "ERROR", "harness-config", str(exc)), True
     yield b
-    _check_place(b, lease)
+    check_place(b, lease)
     _finish(b)
-
-
-def _hold_place(request, env, root: Path, farm_target):
-    """Acquire a RemotePlace target's place; released at teardown, or at exit."""
-    if farm_target.place is None:
-        return None
-    try:
-        lease = places.PlaceLease.acquire(
-            farm_target.place, places.coordinator_address(env=env),
-            timeout=request.config.getoption("--xenlab-place-wait"))
-    except places.FarmError as exc:
-        record = RunRecord.start(root, farm_target.name, profile=farm_target.profile,
-                                 tester=request.config.getoption("--xenlab-tester"),
-                                 run_id=request.config.getoption("--xenlab-run-id"),
-                                 info={"place": farm_target.place})
-        record.step_finished("place", "ERROR", 0.0, classification=exc.classification,
-                             message=str(exc))
-        record.finish()
-        _FINISHED.append(record.path)
-        pytest.fail(f"xenlab: {exc}", pytrace=False)
-    request.addfinalizer(lease.release)  # runs after the board's own teardown
-    return lease
-
-
-def _check_place(b: Board, lease) -> None:
-    """A place whose exporter vanished mid-run makes the run the lab's ERROR."""
-    if lease is None:
-        return
-    b.record.set_info(place=lease.name, place_wait_s=lease.waited)
-    if lease.lost:  # already blamed on the step it broke
-        return
-    try:
-        lease.check()
-    except places.FarmError as exc:
-        b.record.step_finished("place", "ERROR", 0.0, classification=exc.classification,
-                               message=str(exc))
-
-
-def _place_lost(b: Board, status: str, classification: str, message: str):
-    """An ERROR on a remote board whose exporter is gone is the exporter's (labgrid
-    itself then fails oddly, e.g. KeyError 'params' while polling the place)."""
-    lease = getattr(b, "lease", None)
-    if lease is None or status != "ERROR":
-        return classification, message
-    try:
-        lease.check()
-    except places.FarmError as exc:
-        if exc.classification == "exporter-lost":
-            b.failure = StageFailure(b.failure.stage if b.failure else "place", "ERROR",
-                                     exc.classification, str(exc))
-            return exc.classification, f"{exc} ({message})"
-    return classification, message
 
 
 def _finish(b: Board, abort_reason: str | None = None) -> None:
@@ -291,7 +250,7 @@ def pytest_runtest_makereport(item, call):
             b.record.step_finished(name, "PASS", report.duration)
         else:
             status, classification, message, evidence = _failure_of(name, call.excinfo, b)
-            classification, message = _place_lost(b, status, classification, message)
+            classification, message = place_lost(b, status, classification, message)
             classification, message = _diagnose(b, name, call.excinfo, classification, message)
             known = match_known_issue(b.name, name, failure_text(classification, message,
                                                                  evidence),

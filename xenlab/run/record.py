@@ -109,6 +109,13 @@ class RunRecord:
     harness_pid: int | None = None  # who writes this record, to spot one that was killed
     _lock: threading.RLock = attr.ib(factory=threading.RLock, repr=False)
 
+    @property
+    def lane(self) -> str:
+        """The target, and the board variant it ran if any: runs compare within one lane
+        (a matrix run of qemu-arm64 dom0less is no baseline for its dom0 smoke test)."""
+        variant = self.info.get("variant") if isinstance(self.info, dict) else None
+        return f"{self.target} [{variant}]" if isinstance(variant, str) and variant else self.target
+
     # -- files
 
     @property

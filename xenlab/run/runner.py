@@ -54,12 +54,21 @@ class TargetRun:
     returncode: int | None = attr.ib(default=None)
     record: RunRecord | None = attr.ib(default=None)  # the last one read
     image_set: Path | None = attr.ib(default=None)  # the set to boot (XENLAB_IMAGE_SET)
+    variant: str | None = attr.ib(default=None)  # a board variant (XENLAB_VARIANT); None: dom0 smoke
+    build: str | None = attr.ib(default=None)  # the matrix's name for the Xen it boots
 
     def env(self) -> dict:
         env = dict(os.environ)
         if self.image_set is not None:
             env["XENLAB_IMAGE_SET"] = str(self.image_set)
+        if self.variant is not None:
+            env["XENLAB_VARIANT"] = self.variant
         return env
+
+    @property
+    def label(self) -> str:
+        """The row's name: the target, and the variant and build it runs."""
+        return " ".join(filter(None, [self.target.name, self.variant, self.build]))
 
     @property
     def run_dir(self) -> Path:
@@ -84,7 +93,7 @@ class TargetRun:
         return self.record
 
     def status_line(self) -> str:
-        return f"{self.target.name:<20} {self.elapsed():6.0f}s  {self.doing()}"
+        return f"{self.label:<20} {self.elapsed():6.0f}s  {self.doing()}"
 
     def doing(self) -> str:
         """What the target is doing, from its record: the step in progress or the verdict."""
@@ -138,7 +147,7 @@ class Progress:
             table.add_column(column, justify="right" if column == "seconds" else "left")
         for run in self.runs:
             # Verdict reasons quote the console: Text, so rich reads no markup in them.
-            table.add_row(Text(run.target.name), f"{run.elapsed():.0f}", Text(run.doing()))
+            table.add_row(Text(run.label), f"{run.elapsed():.0f}", Text(run.doing()))
         return table
 
     def update(self, final: bool = False) -> None:
@@ -149,9 +158,9 @@ class Progress:
             return
         for run in self.runs:
             doing = run.doing()
-            if self.last.get(run.target.name) != doing and (run.started or final):
+            if self.last.get(run.label) != doing and (run.started or final):
                 self.out.write(run.status_line() + "\n")
-                self.last[run.target.name] = doing
+                self.last[run.label] = doing
         self.out.flush()
 
 
@@ -173,7 +182,7 @@ def _gate(run: TargetRun, farm: Path, tester: str, depth: str) -> bool:
 def _start(run: TargetRun, farm: Path, tester: str, logs: Path, health: str = "none") -> None:
     if health != "none" and not _gate(run, farm, tester, health):
         return
-    run.log_path = logs / f"{run.target.name}.log"
+    run.log_path = logs / f"{run.target.name}-{run.run_id}.log"
     with open(run.log_path, "wb") as log:
         # A session of its own: Ctrl-C reaches the runner only, which then stops
         # every child the same way.
@@ -242,14 +251,25 @@ def run_farm(farm: Path | str, targets: Sequence[FarmTarget], results: Path | st
     logs.mkdir(parents=True, exist_ok=True)
     runs = [TargetRun(t, run_id, results, image_set=(image_sets or {}).get(t.arch))
             for t in targets]
+    return run_all(runs, farm, results, tester, jobs, out, health, logs)
+
+
+def run_all(runs: Sequence[TargetRun], farm: Path, results: Path, tester: str, jobs: int,
+            out: TextIO, health: str = "none", logs: Path | None = None
+            ) -> tuple[list[TargetRun], bool]:
+    """Run `runs`, at most `jobs` at a time and one per target (a board runs one thing)."""
+    runs = list(runs)
+    logs = logs or results / ".runner" / runs[0].run_id
+    logs.mkdir(parents=True, exist_ok=True)
     progress = Progress(runs, out)
     interrupted = False
     try:
         with sigterm_as_interrupt():
             while not all(r.done for r in runs):
                 for run in runs:
-                    if run.proc is None and not run.done and \
-                            sum(r.proc is not None and not r.done for r in runs) < jobs:
+                    busy = {r.target.name for r in runs if r.proc is not None and not r.done}
+                    if run.proc is None and not run.done and run.target.name not in busy \
+                            and len(busy) < jobs:
                         _start(run, farm, tester, logs, health)
                 for run in runs:
                     if run.proc is not None and not run.done:

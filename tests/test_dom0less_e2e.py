@@ -1,0 +1,80 @@
+"""Dom0less end to end: each board variant of Xen CI's Arm matrix boots for real on QEMU.
+
+`pytest --lg-env farm.yaml testcases/ --xenlab-variant V` per variant: U-Boot
+writes the variant's /chosen domains, Xen 4.17 creates the DomUs at boot, and
+each variant's own check passes on the DomU's console (Xen's UART) or in Dom0.
+A variant that needs a Kconfig fragment boots a Xen built from Debian's 4.17.5
+source with it (built once, then cached).  If QEMU cannot run here this fails.
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+WITH_DOM0 = ["xen_creates_every_domu", "every_domu_boots_to_its_init", "dom0_boots_beside_the_domus"]
+
+CASES = {
+    # variant: (target, steps after the common ones, what the console must show)
+    "dom0less": ("qemu-arm64", WITH_DOM0 + ["init_dom0less_gives_the_domus_xenstore", "domu_console_is_reached",
+                                            "domu_pings_dom0_over_a_vif", "domus_are_destroyed"],
+                 [r"Init dom0less domain: 1", r"XENLAB-CHECK ping PASS round-trip"]),
+    "without-dom0": ("qemu-arm32", ["xen_creates_every_domu", "every_domu_boots_to_its_init",
+                                    "domu_console_is_reached"],
+                     [r"\*\*\* Serial input to DOM1", r"XENLAB-ECHO-42-domU"]),
+    "gicv3": ("qemu-arm64-gicv3", WITH_DOM0 + ["init_dom0less_gives_the_domus_xenstore", "domu_console_is_reached",
+                                               "domu_pings_dom0_over_a_vif", "domus_are_destroyed"],
+              [r"GICv3 initialization", r"XENLAB-CHECK ping PASS"]),
+    "staticmem": ("qemu-arm64", WITH_DOM0 + ["domu_console_is_reached", "domu_runs_on_its_static_bank",
+                                             "domus_are_destroyed"],
+                  [r"XENLAB-CHECK iomem PASS 50000000-5fffffff : System RAM"]),
+    "boot-cpupools": ("qemu-arm64-smp4", WITH_DOM0 + ["domu_console_is_reached", "domu_runs_in_its_boot_cpupool",
+                                                      "domus_are_destroyed"],
+                      [r"\s1\s+256\s+1\s.*Pool-1", r"Pool-1\s+2,3"]),
+}
+
+
+@pytest.mark.parametrize("variant", list(CASES))
+def test_variant_boots_and_its_check_passes(variant, tmp_path):
+    target, steps, shown = CASES[variant]
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--lg-env", str(REPO / "farm.yaml"), str(REPO / "testcases"),
+         "--xenlab-target", target, "--xenlab-variant", variant, "--xenlab-results", str(results),
+         "--xenlab-tester", "ci", "-p", "no:cacheprovider", "-q"],
+        cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+    (run_dir,) = (results / target).iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["verdict"] == "PASS", record
+    assert record["info"]["variant"] == variant
+    assert [s["name"] for s in record["steps"]] == steps
+    assert all(s["status"] == "PASS" for s in record["steps"])
+    console = (run_dir / "console.log").read_text(errors="replace")
+    for pattern in shown:
+        assert re.search(pattern, console), f"{variant}: no {pattern!r} on the console"
+    assert "LOADING DOMAIN 0" in console if variant != "without-dom0" else "LOADING DOMAIN 0" not in console
+    assert re.search(r"\*\*\* LOADING DOMU cpus=1 memory=40000KB \*\*\*", console)
+    reached = record["info"]["domu_console"]
+    assert set(reached) == {"domU1"} and reached["domU1"].startswith("Xen UART")
+
+
+def test_xenlab_matrix_runs_the_variants_on_their_boards_two_at_once(tmp_path):
+    """`xenlab matrix`: one record per (variant, board), each tagged, and the variants x builds table."""
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "xenlab.cli", "matrix", "--variants", "without-dom0",
+                           "--results", str(results), "--jobs", "2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    rows = [l for l in proc.stdout.splitlines() if l.startswith("without-dom0 (")]
+    assert sorted(r.split()[1] for r in rows) == ["(qemu-arm32)", "(qemu-arm64)"], proc.stdout
+    assert all(re.search(r"\sPASS \d+s$", r) for r in rows), rows
+    assert re.search(r"wall time \d+ s for 2 run\(s\)", proc.stdout)
+    records = [json.loads(p.read_text()) for p in results.glob("*/*/run.json")]
+    assert sorted(r["target"] for r in records) == ["qemu-arm32", "qemu-arm64"]
+    assert all(r["info"]["variant"] == "without-dom0" and r["verdict"] == "PASS" for r in records)

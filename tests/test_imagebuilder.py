@@ -1,0 +1,132 @@
+"""`xenlab plan --imagebuilder CONFIG`: an ImageBuilder config read as data into the boot plan.
+
+The config below is the shape of Xen CI's qemu-smoke-dom0less-arm64.sh one.  A key
+xenlab does not know, one it does not support yet, or anything a shell would
+expand is refused with its name and line; the file is never sourced.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xenlab.errors import XenlabError
+from xenlab.plan.dtb import resolve_dtb
+from xenlab.plan.imagebuilder import plan_from, read_config
+from xenlab.plan.profile import load_profile
+
+from support.imageset import arm64_image
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+
+CONFIG = """\
+# as in xen.git automation/scripts/qemu-smoke-dom0less-arm64.sh
+MEMORY_START="0x40000000"
+MEMORY_END="0x80000000"
+
+DEVICE_TREE="virt-gicv2.dtb"
+XEN="xen"
+XEN_CMD="console=dtuart dtuart=/pl011@9000000 dom0_mem=256M bootscrub=0"
+
+DOM0_KERNEL="Image"
+DOM0_RAMDISK="initrd"
+DOM0_MEM=256
+
+NUM_CPUPOOLS=1
+CPUPOOL[0]="cpu@1 credit2"
+
+NUM_DOMUS=2
+DOMU_KERNEL[0]="Image"
+DOMU_RAMDISK[0]="initrd"
+DOMU_MEM[0]="256"
+DOMU_CMD[0]="console=ttyAMA0 rdinit=/init"
+DOMU_CPUPOOL[0]=0
+DOMU_KERNEL[1]="Image"
+DOMU_STATIC_MEM[1]="0x50000000 0x10000000"
+DOMU_VCPUS[1]=1
+
+LOAD_CMD="tftpb"
+BOOT_CMD="booti"
+UBOOT_SCRIPT="boot.scr"
+"""
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    arm64_image(tmp_path / "xen", MiB + 40)
+    arm64_image(tmp_path / "Image", 3 * MiB)
+    (tmp_path / "initrd").write_bytes(b"\x1f\x8b" + bytes(4000))
+    (tmp_path / "virt-gicv2.dtb").write_bytes(resolve_dtb(load_profile("qemu-virt-arm64")).read_bytes())
+    path = tmp_path / "config"
+    path.write_text(CONFIG)
+    return path
+
+
+def edited(config: Path, old: str, new: str) -> Path:
+    text = config.read_text()
+    assert old in text
+    config.write_text(text.replace(old, new))
+    return config
+
+
+def test_a_xen_ci_config_becomes_the_boot_plan(config):
+    plan = plan_from(read_config(config), load_profile("qemu-virt-arm64"))
+    assert plan.xen_bootargs == "console=dtuart dtuart=/pl011@9000000 dom0_mem=256M bootscrub=0"
+    assert [d.name for d in plan.domus] == ["domU0", "domU1"]
+    # One Image for Dom0 and both DomUs: loaded once, every module node points at it.
+    images = [p for p in plan.placements if p.filename == "Image"]
+    assert len(images) == 1
+    kernel_regs = {e.value for e in plan.edits if e.prop == "reg" and e.node.rsplit("@", 1)[-1]
+                   == f"{images[0].addr:x}"}
+    assert len(kernel_regs) == 1
+    domu1 = {e.prop: e.value for e in plan.edits if e.node == "/chosen/domU1" and e.prop}
+    assert domu1["xen,static-mem"] == (0, 0x50000000, 0, 0x10000000) and "direct-map" in domu1
+    domu0 = {e.prop: e.value for e in plan.edits if e.node == "/chosen/domU0" and e.prop}
+    assert domu0["xen,enhanced"] == ("enabled",) and domu0["memory"] == (0, 256 * 1024)
+    assert domu0["domain-cpupool"] == (plan.cpupools[0].phandle,)
+    assert all(p.end <= 0x80000000 for p in plan.placements)  # MEMORY_END
+
+
+def test_the_cli_prints_the_plan_and_writes_uboot_script(config):
+    proc = subprocess.run([sys.executable, "-m", "xenlab.cli", "plan", "qemu-virt-arm64",
+                           "--imagebuilder", str(config)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "fdt mknode /chosen domU0" in proc.stdout and "booti " in proc.stdout
+    assert (config.parent / "boot.scr").stat().st_size > 64
+
+
+@pytest.mark.parametrize("line,expect", [
+    ("DOMU_FOO[0]=1", "line 29: unknown key DOMU_FOO[0]"),
+    ("XEN_STATIC_HEAP=\"0x60000000 0x10000000\"", "line 29: key XEN_STATIC_HEAP (static heap"),
+    ("DOMU_KERNEL=Image", "line 29: unknown key DOMU_KERNEL (it takes an index"),
+    ("XEN=$(touch pwned)", "line 29: XEN value '$(touch pwned)' has '$'"),
+    ("XEN=`touch pwned`", "has '`'"),
+    ("XEN=xen; touch pwned", "has ';'"),
+    ("DOM0_CMD=console=hvc0 rdinit=/init", "is several words: quote it"),
+    ("source other.cfg", "line 29: 'source other.cfg' is not KEY=value"),
+    ("NUM_DOMUS=3", "line 29: NUM_DOMUS is set again (first on line 16)"),
+])
+def test_bad_lines_are_refused_by_name_and_line(config, line, expect):
+    config.write_text(config.read_text() + line + "\n")
+    with pytest.raises(XenlabError) as err:
+        plan_from(read_config(config), load_profile("qemu-virt-arm64"))
+    assert expect in str(err.value) and "\n" not in str(err.value), err.value
+    assert not (config.parent / "pwned").exists()  # parsed, never run
+
+
+@pytest.mark.parametrize("old,new,expect", [
+    ('DOMU_MEM[0]="256"', 'DOMU_MEM[0]="4096"', "does not fit in RAM"),
+    ('DOMU_STATIC_MEM[1]="0x50000000 0x10000000"', 'DOMU_STATIC_MEM[1]="0xbfe00000 0x400000"',
+     "static bank 0xbfe00000-0xc0200000 lies outside RAM"),
+    ('CPUPOOL[0]="cpu@1 credit2"', 'CPUPOOL[0]="cpu@7 credit2"', "cpupool 1: CPU 7 is not in the DTB"),
+    ('DOMU_KERNEL[1]="Image"', 'DOMU_KERNEL[1]="missing-Image"', "line 22: DOMU_KERNEL[1]: 'missing-Image': no such file"),
+    ('LOAD_CMD="tftpb"', 'LOAD_CMD="fatload mmc 0:1"', "LOAD_CMD: 'fatload mmc 0:1', but board qemu-virt-arm64 uses 'tftpb'"),
+])
+def test_what_cannot_boot_is_one_line(config, old, new, expect):
+    with pytest.raises(XenlabError) as err:
+        plan_from(read_config(edited(config, old, new)), load_profile("qemu-virt-arm64"))
+    assert expect in str(err.value) and "\n" not in str(err.value), err.value

@@ -1,0 +1,67 @@
+"""A RemotePlace target's place during a pytest run: held, checked, and blamed when lost.
+
+The place is acquired before labgrid looks at the target and released after the
+board's own teardown; an exporter that vanished mid-run makes the run the lab's ERROR.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ..errors import StageFailure
+from ..lab import places
+from .record import RunRecord
+
+
+def hold_place(request, env, root: Path, farm_target, finished: list):
+    """Acquire a RemotePlace target's place; released at teardown, or at exit."""
+    if farm_target.place is None:
+        return None
+    try:
+        lease = places.PlaceLease.acquire(
+            farm_target.place, places.coordinator_address(env=env),
+            timeout=request.config.getoption("--xenlab-place-wait"))
+    except places.FarmError as exc:
+        record = RunRecord.start(root, farm_target.name, profile=farm_target.profile,
+                                 tester=request.config.getoption("--xenlab-tester"),
+                                 run_id=request.config.getoption("--xenlab-run-id"),
+                                 info={"place": farm_target.place})
+        record.step_finished("place", "ERROR", 0.0, classification=exc.classification,
+                             message=str(exc))
+        record.finish()
+        finished.append(record.path)
+        pytest.fail(f"xenlab: {exc}", pytrace=False)
+    request.addfinalizer(lease.release)  # runs after the board's own teardown
+    return lease
+
+
+def check_place(b, lease) -> None:
+    """A place whose exporter vanished mid-run makes the run the lab's ERROR."""
+    if lease is None:
+        return
+    b.record.set_info(place=lease.name, place_wait_s=lease.waited)
+    if lease.lost:  # already blamed on the step it broke
+        return
+    try:
+        lease.check()
+    except places.FarmError as exc:
+        b.record.step_finished("place", "ERROR", 0.0, classification=exc.classification,
+                               message=str(exc))
+
+
+def place_lost(b, status: str, classification: str, message: str):
+    """An ERROR on a remote board whose exporter is gone is the exporter's (labgrid
+    itself then fails oddly, e.g. KeyError 'params' while polling the place)."""
+    lease = getattr(b, "lease", None)
+    if lease is None or status != "ERROR":
+        return classification, message
+    try:
+        lease.check()
+    except places.FarmError as exc:
+        if exc.classification == "exporter-lost":
+            b.failure = StageFailure(b.failure.stage if b.failure else "place", "ERROR",
+                                     exc.classification, str(exc))
+            return exc.classification, f"{exc} ({message})"
+    return classification, message

@@ -1,0 +1,89 @@
+"""Which smoke test a pytest run is: the dom0 one, or a board variant's (`--xenlab-variant`).
+
+A test module says which it belongs to (`pytestmark = pytest.mark.xenlab_mode("dom0")`
+or "dom0less"), and a step what it needs (`@pytest.mark.xenlab_needs("dom0", "ping")`).
+Steps that do not apply to the run's variant are deselected, not skipped: a
+skip would read as a step that could not run.  The variant reaches the
+XenStrategy through XENLAB_VARIANT, as the image set does through XENLAB_IMAGE_SET.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from ..errors import XenlabError
+from ..plan.variant import Variant, load_variant
+
+_VARIANT_KEY = pytest.StashKey["Variant | None"]()
+
+
+def pytest_addoption(parser):
+    parser.getgroup("xenlab").addoption(
+        "--xenlab-variant", default=os.environ.get("XENLAB_VARIANT") or None,
+        help="board variant (boards/variants/NAME.yaml: dom0less, without-dom0, staticmem ...); "
+             "default: the dom0 smoke test")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "xenlab_mode(mode): the smoke test a module belongs to "
+                            "(dom0: no variant; dom0less: a variant)")
+    config.addinivalue_line("markers", "xenlab_needs(*what): a step for variants with a Dom0 "
+                            "('dom0'), without one ('no-dom0'), xenstore ('enhanced'), Dom0's "
+                            "teardown ('destroy') or a check")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    name = config.getoption("--xenlab-variant", None)
+    if not name:
+        config.stash[_VARIANT_KEY] = None
+        return None
+    try:
+        config.stash[_VARIANT_KEY] = load_variant(name)
+    except XenlabError as exc:
+        print(f"xenlab: error: --xenlab-variant: {exc}", file=sys.stderr)
+        return 2
+    os.environ["XENLAB_VARIANT"] = name  # the XenStrategy's
+    return None
+
+
+def variant_of(config) -> Variant | None:
+    return config.stash.get(_VARIANT_KEY, None)
+
+
+def traits(variant: Variant | None) -> set[str]:
+    """What a step can need, as this variant has it."""
+    if variant is None:
+        return {"dom0"}
+    have = {"dom0" if variant.dom0 else "no-dom0", *variant.all_checks}
+    if variant.dom0 and any(d.enhanced for d in variant.domains):
+        have.add("enhanced")
+    if variant.dom0 and variant.destroy:
+        have.add("destroy")
+    return have
+
+
+def pytest_collection_modifyitems(config, items):
+    variant = variant_of(config)
+    mode = "dom0less" if variant is not None else "dom0"
+    have = traits(variant)
+    keep, drop = [], []
+    for item in items:
+        marks = list(item.iter_markers("xenlab_mode"))
+        wrong_mode = marks and marks[0].args[0] != mode
+        needs = {n for m in item.iter_markers("xenlab_needs") for n in m.args}
+        (drop if wrong_mode or not needs <= have else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def target_names(config, farm, given: list[str]) -> list[str]:
+    """The targets this run boots: those named, else those the variant is for."""
+    try:
+        return [t.name for t in farm.select(given, variant_of(config))]
+    except XenlabError as exc:
+        raise pytest.UsageError(f"xenlab: {exc}") from None
