@@ -161,9 +161,8 @@ def cmd_doctor(args) -> int:
         print(f"== {profile.name} ({profile.arch}): {profile.description}")
         files, extra, xen, plan_args = None, [], None, None
         variant = load_variant(args.variant) if args.variant else None
-        if variant is not None and not variant.applies_to(profile.name):
-            raise XenlabError(f"variant {variant.name} is not for board {profile.name} (key 'boards': "
-                              f"{', '.join(variant.boards)})", where=variant.where)
+        if variant is not None:
+            variant.require_board(profile.name)
         if args.images or args.with_images or variant:
             images = image_set_for(profile, args.images or None, variant=variant)
             files = boot_files(images, variant)

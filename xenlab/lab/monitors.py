@@ -29,7 +29,6 @@ STAGE_MARKERS = {
 }
 
 
-
 def xen_markers(plan) -> list[tuple[str, str]]:
     """The Xen stage's markers for this plan: Dom0's, then one per dom0less DomU, in Xen's order.
 

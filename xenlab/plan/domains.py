@@ -66,7 +66,7 @@ def static_banks(profile: BoardProfile, busy: list[Region], domus, info: DtbInfo
     banks = info.memory_banks() or [(mem.start, mem.end)]
     out: list[Region] = []
     for d in domus:
-        named = [(f"static bank", a, s) for a, s in d.static_mem]
+        named = [("static bank", a, s) for a, s in d.static_mem]
         named += [(f"shared memory '{m.shm_id}'", m.host, m.size) for m in d.shared_mem if m.role != "borrower"]
         for what, addr, size in named:
             end = addr + size

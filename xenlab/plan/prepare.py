@@ -71,9 +71,8 @@ def prepare(profile: BoardProfile | str, image_set: ImageSet | Path | str | None
         profile = load_profile(profile)
     if variant is not None and not isinstance(variant, Variant):
         variant = load_variant(variant)
-    if variant is not None and not variant.applies_to(profile.name):
-        raise XenlabError(f"variant {variant.name} is not for board {profile.name} (key 'boards': "
-                          f"{', '.join(variant.boards)})", where=variant.where)
+    if variant is not None:
+        variant.require_board(profile.name)
     images = image_set_for(profile, image_set, log, variant)
     dtb = resolve_dtb(profile)
     if variant is None:

@@ -19,6 +19,7 @@ from .. import schema
 from ..errors import Finding, Severity, XenlabError
 from ..images import kconfig
 from .chosen import CpupoolSpec, DomUSpec, SharedMem
+from .domains import DOMAIN_NAME_RE, SHM_ID_RE
 from .profile import BOARDS_DIR, NAME_RE, check_cmdline, display_path
 
 VARIANTS_DIR = BOARDS_DIR / "variants"
@@ -46,7 +47,7 @@ SCHEMA = _obj({
     "xen_cmdline": {"type": "string"},
     "dom0": {"type": "boolean"},
     "domains": {"type": "array", "minItems": 1, "items": _obj({
-        "name": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_-]{0,30}$"},
+        "name": {"type": "string", "pattern": DOMAIN_NAME_RE.pattern},
         "kernel": _ROLE,
         "ramdisk": _ROLE,
         "memory_mb": {"type": "integer", "minimum": 1},
@@ -57,7 +58,7 @@ SCHEMA = _obj({
         "static_mem": {"type": "array", "items": _obj({"start": _INT, "size": _INT})},
         "direct_map": {"type": "boolean"},
         "shared_mem": {"type": "array", "items": _obj({
-            "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{0,14}$"},
+            "id": {"type": "string", "pattern": SHM_ID_RE.pattern},
             "host": _INT, "guest": _INT, "size": _INT,
             "role": {"enum": ["owner", "borrower"]}}, required=["id", "host", "guest", "size"])},
         "cpupool": {"type": "integer", "minimum": 1},
@@ -153,14 +154,17 @@ class Variant:
     def applies_to(self, board: str) -> bool:
         return board in self.boards
 
+    def require_board(self, board: str) -> None:
+        if not self.applies_to(board):
+            raise XenlabError(f"variant {self.name} is not for board {board} (key 'boards': "
+                              f"{', '.join(self.boards)})", where=self.where)
+
 
 def _artifact(images, role: str, variant: Variant, domain: str, key: str) -> Path:
-    try:
-        return images.path(role)
-    except (KeyError, XenlabError):
-        known = ", ".join(sorted(images.artifacts)) if hasattr(images, "artifacts") else "?"
+    if role not in images.artifacts:
         raise XenlabError(f"key 'domains.{domain}.{key}': image set {images.dir} has no "
-                          f"{role!r} (it has: {known})", where=variant.where) from None
+                          f"{role!r} (it has: {', '.join(sorted(images.artifacts))})", where=variant.where)
+    return images.path(role)
 
 
 def list_variants() -> list[str]:

@@ -60,10 +60,12 @@ def variant_runs(farm, names: Sequence[str], variants: Sequence[Variant], result
     """Test Day's and the nightly's `--variants`: each variant on the named targets it is for
     (all of them when none are named), booting the night's or the candidate's image set."""
     base = safe_name(run_id or new_run_id(), "run")
-    runs = [TargetRun(t, f"{base}-{v.name}", results, image_set=(image_sets or {}).get(t.arch),
-                      variant=v.name)
-            for v in variants for t in farm.select([n for n in names if v.applies_to(
-                farm.target(n).profile)] if names else (), v)]
+    runs = []
+    for v in variants:
+        targets = [t for t in map(farm.target, names) if v.applies_to(t.profile)] if names \
+            else farm.select((), v)
+        runs += [TargetRun(t, f"{base}-{v.name}", results, image_set=(image_sets or {}).get(t.arch),
+                           variant=v.name) for t in targets]
     if not runs:
         raise XenlabError("--variants: none of the variants is for the targets named")
     return runs
