@@ -223,6 +223,11 @@ def test_only_a_stale_qemu_of_ours_is_stopped(tmp_path, monkeypatch):
     monkeypatch.setenv("XENLAB_CACHE", str(tmp_path / "cache"))
     sleepers = [subprocess.Popen(["sleep", "60"]) for _ in range(4)]
     try:
+        # Under load a child can still be Python's fork, not yet `sleep`: wait for the exec.
+        deadline = time.monotonic() + 10
+        while any(pidfile.cmdline(p.pid) != ["sleep", "60"] for p in sleepers) and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
         stale, live_run, recycled, other_cmd = sleepers
         for proc in sleepers:
             pidfile.write("t", proc.pid, ["sleep", "60"])
