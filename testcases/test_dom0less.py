@@ -94,9 +94,10 @@ def test_init_dom0less_gives_the_domus_xenstore(board):
 def test_domu_console_is_reached(board):
     """A command typed to each DomU's console runs there.
 
-    With a Dom0, `xl console` first; where it cannot attach (Xen 4.17 writes no
-    console nodes for a dom0less DomU: its vpl011 back end is Xen), and without
-    a Dom0, through Xen's console switch on its UART, as Xen CI reads it.
+    With a Dom0, `xl console` to the DomU's PV console, which Xen 4.17 has only
+    with hypervisor/patches/dom0less-console.patch (unpatched, its vpl011 back
+    end is Xen and xenstore has no console/tty); otherwise, and without a Dom0,
+    through Xen's console switch on its UART, as Xen CI reads it.
     """
     _up(board)
     uart = XenUart(board.strategy.console, max_domid=len(board.variant.domains))

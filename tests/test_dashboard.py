@@ -406,3 +406,42 @@ def test_boards_by_xen_build_and_a_page_per_build(tmp_path):
     debug = (out / "builds" / dashboard.build_page("4.17.5 debug")).read_text()
     assert "board-b" in debug and "board-a" not in debug and "board-c" not in debug
     assert "v-FAIL" in debug
+
+
+def test_a_row_per_board_and_variant_each_compared_in_its_lane(tmp_path):
+    """`xenlab matrix` runs are rows of their own ("board [variant]"): a dom0less run that
+    fails after passing is that lane's regression, and never the dom0 smoke test's."""
+    results, out = tmp_path / "r", tmp_path / "o"
+    story = {(None, 0): "PASS", (None, 1): "PASS", ("dom0less", 0): "PASS", ("dom0less", 1): "FAIL",
+             ("staticmem", 1): "PASS"}
+    ids = {}
+    for (variant, n), status in story.items():
+        stamp = f"{night(n)}T0{2 if variant else 1}:00:00.000Z"
+        run_id = f"{night(n).replace('-', '')}T0{2 if variant else 1}0000Z-{variant or 'dom0'}"
+        r = RunRecord(path=results / "qemu-arm64" / run_id, target="qemu-arm64",
+                      profile="qemu-virt-arm64", run_id=run_id, arch="arm64", tester="t",
+                      host="lab", start_time=stamp,
+                      info={"xen_version": "4.17.5", **({"variant": variant} if variant else {})})
+        r.path.mkdir(parents=True)
+        r.step_finished("xen_creates_every_domu", status, 1.0)
+        r.finish()
+        ids[(variant, n)] = run_id
+    dashboard.build(results, out)
+    index = (out / "index.html").read_text()
+    rows = {h: row for row in index.split("<tr>")[1:]
+            for h in ["qemu-arm64", "qemu-arm64 [dom0less]", "qemu-arm64 [staticmem]"]
+            if f'boards/qemu-arm64.html">{h}</a></th>' in row}
+    assert len(rows) == 3, index
+    assert f'runs/qemu-arm64/{ids[("dom0less", 1)]}.html' in rows["qemu-arm64 [dom0less]"]
+    assert "regression" in rows["qemu-arm64 [dom0less]"]
+    assert "regression" not in rows["qemu-arm64"] and "v-FAIL" not in rows["qemu-arm64"]
+    # The list on top names the lane, and links the board's run.
+    regressions = index.split('<ul class="entries regression">')[1].split("</ul>")[0]
+    assert "qemu-arm64 [dom0less]</a>" in regressions
+    assert f'runs/qemu-arm64/{ids[("dom0less", 1)]}.html' in regressions
+    assert "staticmem" not in regressions and ids[(None, 1)] not in regressions
+    board = (out / "boards" / "qemu-arm64.html").read_text()
+    assert "<th>lane</th>" in board and "<td>qemu-arm64 [staticmem]</td>" in board
+    assert board.count("REGR. vs.") == 1 and f"REGR. vs. {ids[('dom0less', 0)]}" in board
+    builds = (out / "builds.html").read_text()
+    assert "qemu-arm64 [dom0less]</a></th>" in builds

@@ -208,6 +208,30 @@ def test_a_variant_needing_static_memory_on_debians_xen_is_an_error(tmp_path):
     assert variant_findings(load_variant("staticmem"), config, "built") == []
 
 
+def test_a_variant_wanting_a_patch_warns_on_a_xen_built_without_it(tmp_path):
+    """dom0less wants the PV console patch: on Debian's prebuilt Xen (patches unknown) or a
+    build without it, a warning says `xl console` gives way to Xen's UART; with it, nothing."""
+    config = tmp_path / "xen.config"
+    config.write_text(DEBIAN_XEN_CONFIG)
+    variant = load_variant("dom0less")
+    assert variant.xen_patches == ("dom0less-console",) and variant.builds_xen
+    for patches in (None, ("psr-mode",)):
+        (finding,) = variant_findings(variant, config, "set", patches)
+        assert finding.severity is Severity.WARN and finding.code == "variant-xen-patch-missing"
+        assert "hypervisor/patches/dom0less-console.patch" in finding.message
+        assert "--apply-fix dom0less-console" in finding.hint
+    assert variant_findings(variant, config, "set", ("dom0less-console",)) == []
+
+
+def test_an_unknown_patch_is_one_line(tmp_path):
+    path = tmp_path / "v.yaml"
+    path.write_text((REPO / "boards/variants/dom0less.yaml").read_text().replace(
+        "xen_patches: [dom0less-console]", "xen_patches: [no-such-patch]"))
+    with pytest.raises(XenlabError) as err:
+        load_variant(path)
+    assert "key 'xen_patches[0]': 'no-such-patch' is not a patch in hypervisor/patches/" in str(err.value)
+
+
 @pytest.mark.parametrize("old,new,expect", [
     ("memory_mb: 256", "memory_mb: 257", "key 'domains[0].memory_mb': 257 MiB, but its static_mem banks hold 256"),
     ("xen_configs: [static-mem]", "xen_configs: [no-such]", "key 'xen_configs[0]': 'no-such' is not a fragment"),

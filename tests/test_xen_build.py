@@ -317,3 +317,24 @@ def test_an_interrupted_build_leaves_nothing_in_the_cache(xen_git):
     assert "xenlab: interrupted" in err and "Traceback" not in err
     assert cache_entries() == before
     nothing_partial()
+
+
+def test_a_patch_applies_once_to_a_work_tree_that_already_has_it(tmp_path):
+    """A work tree is reused across recipes: the dom0less-console patch is applied to the
+    source's own files each time, never on top of itself (its context survives it)."""
+    from xenlab.images import buildlog, patches, xenbuild
+    from xenlab.images.manifest import load_manifest
+
+    source = xenbuild.resolve_source("debian", load_manifest(manifest_path("arm64")))
+    files = patches.patched_files(patches.PATCHES_DIR / "dom0less-console.patch")
+    assert files == ["tools/helpers/init-dom0less.c", "xen/arch/arm/domain_build.c"]
+    tree = tmp_path / "tree"
+    for rel in files:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes((source.tree / rel).read_bytes())
+    attempt = buildlog.Attempt(tmp_path / "logs")
+    for _ in range(2):
+        patches.apply_fix("dom0less-console", source.tree, tree, attempt)
+        built = (tree / "xen/arch/arm/domain_build.c").read_text()
+        assert built.count("static int __init alloc_console_ring(") == 1
+        assert (tree / "tools/helpers/init-dom0less.c").read_text().count('"console/ring-ref"') == 1

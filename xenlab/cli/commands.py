@@ -62,7 +62,7 @@ def cmd_images_build(args) -> int:
     print(f"image set {image_set.dir}")
     print(f"hash {image_set.hash}  arch {image_set.arch}")
     print(f"Xen {xen['version']}  config {xen['config']}  changeset {xen['changeset'] or '-'}  "
-          f"source {xen['source']}")
+          f"source {xen['source']}" + "".join(f"  patch {p}" for p in xen.get("patches") or ()))
     if image_set.toolstack_mismatch:
         mismatch = image_set.toolstack_mismatch
         print(f"WARNING: hypervisor Xen {mismatch['hypervisor']}, Dom0 toolstack Xen "
@@ -169,7 +169,8 @@ def cmd_doctor(args) -> int:
             extra = checks.kernel_config_findings(images)
             xen = xen_under_test(images)
             if variant is not None:  # its Kconfig first: a bank on a Xen without static memory
-                extra = variant_findings(variant, images.dir / "xen.config", images.dir.name) + extra
+                extra = variant_findings(variant, images.dir / "xen.config", images.dir.name,
+                                         images.xen.get("patches")) + extra
                 plan_args = variant.plan_args(images)
         worst = max(worst, _print_findings(doctor(profile, files, extra_findings=extra, xen=xen,
                                                   plan_args=plan_args)))

@@ -55,7 +55,8 @@ def build_parser() -> ArgumentParser:
                    help="a Kconfig fragment (hypervisor/configs/NAME.config, or a file); "
                         "repeatable")
     b.add_argument("--apply-fix", action="append", default=[], metavar="NAME",
-                   help="a known build fix from hypervisor/patches (psr-mode)")
+                   help="a patch from hypervisor/patches: psr-mode (the seed's §14.1 build "
+                        "fix), dom0less-console (a PV console for dom0less DomUs); repeatable")
     b.add_argument("--allow-tools-mismatch", action="store_true",
                    help="build a set whose --xen hypervisor differs from its toolstack")
     b.add_argument("--dom0-ready-marker", metavar="TEXT",

@@ -241,7 +241,8 @@ def _xen_facts(m: Manifest, build, checked: dict, allow_mismatch: bool) -> dict:
         tools = build.info["xen_version"]
         xen = {"version": xen_version(build.xen) or tools, "changeset": build.info["changeset"],
                "config": build.info["config"], "source": build.info["origin"],
-               "build": build.info["key"], "kind": build.info["kind"], "tools_version": tools}
+               "build": build.info["key"], "kind": build.info["kind"], "tools_version": tools,
+               "patches": list(build.info.get("fixes", []))}
     else:
         pkg = m.package(m.xen["package"])
         tools = xen_version_of(pkg.version)

@@ -57,6 +57,10 @@ SCHEMA = _obj({
                         "suite": {"type": "string", "pattern": r"^[a-z]+$"}}),
         "xen_target_arch": {"enum": ["arm64", "arm32"]},
         "build_packages": _PATHS,
+        # Runtime libraries linked where their -dev package can't be installed for two
+        # arches at once (libfdt-dev is not Multi-Arch: same): /usr/lib/<triplet>/NAME.
+        "link_libraries": {"type": "array", "items": {"type": "string",
+                                                      "pattern": r"^lib[a-z0-9_+-]+\.so\.[0-9]+$"}},
         "replaces": _PATHS,  # the prebuilt Xen packages the build stands in for
         "packages": {"type": "array", "items": _PACKAGE},  # runtime libraries only it needs
         "xen_bin": _TEXT,

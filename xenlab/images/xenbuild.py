@@ -31,14 +31,14 @@ from pathlib import Path
 import attr
 
 from ..errors import XenlabError
-from . import buildlog, kconfig
+from . import buildlog, kconfig, patches, toolchains
 from .aptsuite import PrivateApt
 from .cache import build_aside, cache_root, sha256_bytes, sha256_file
-from .manifest import HYPERVISOR_DIR, Manifest
+from .manifest import Manifest
+from .patches import FIXES, PATCHES_DIR, apply_fix
+from .toolchains import Toolchain, build_helpers, toolchain
 
 RECIPE_VERSION = "1"  # bump when the commands below change what a source produces
-PATCHES_DIR = HYPERVISOR_DIR / "patches"
-FIXES = {"psr-mode": "psr-mode.patch"}  # --apply-fix NAME -> hypervisor/patches/FILE
 CONFIGURE = ["--prefix=/usr", "--disable-docs", "--disable-stubdom",
              "--disable-qemu-traditional", "--with-system-qemu=/usr/bin/qemu-system-i386",
              "--disable-golang", "--disable-ocamltools", "--disable-seabios", "--disable-rombios",
@@ -193,51 +193,10 @@ def _debian_source(m: Manifest, log) -> XenSource:
 
 # --------------------------------------------------------------------------- the build
 
-@attr.s(frozen=True, auto_attribs=True)
-class Toolchain:
-    xen_arch: str  # XEN_TARGET_ARCH: arm64 | arm32
-    triplet: str  # aarch64-linux-gnu | arm-linux-gnueabihf
-    debian_arch: str
-    packages: tuple[str, ...]  # Debian packages the build needs (for the error hint)
-
-    @property
-    def cross(self) -> str:
-        return f"{self.triplet}-"
-
-    def versions(self) -> dict:
-        """What of the toolchain decides the build's bytes: gcc and the -dev packages."""
-        gcc = shutil.which(f"{self.triplet}-gcc")
-        if gcc is None:
-            raise XenlabError(f"cross compiler {self.triplet}-gcc not found: install Debian "
-                              f"package gcc-{self.triplet} (scripts/setup-host does)",
-                              where="--xen-source")
-        first = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout
-        proc = subprocess.run(["dpkg-query", "-W", "-f", "${Package}:${Architecture}="
-                               "${Version} ${Status}\n", *self.packages],
-                              capture_output=True, text=True)
-        installed = {l.split("=", 1)[0]: l.split("=", 1)[1] for l in proc.stdout.splitlines()
-                     if l.endswith("install ok installed")}
-        missing = [p for p in self.packages if _with_arch(p) not in installed]
-        if missing:
-            raise XenlabError(f"missing build packages: {' '.join(missing)} (apt-get install "
-                              f"{' '.join(missing)}; scripts/setup-host does)",
-                              where="--xen-source")
-        return {"gcc": first.splitlines()[0] if first else "?", "packages": installed}
-
-
-def _with_arch(pkg: str) -> str:
-    return pkg if ":" in pkg else f"{pkg}:amd64"
-
-
-def toolchain(m: Manifest) -> Toolchain:
-    src = m.source or {}
-    return Toolchain(src.get("xen_target_arch", m.arch), m.triplet, m.debian_arch,
-                     tuple(src.get("build_packages", ())))
-
-
 def build_key(source: XenSource, tc: Toolchain, config: kconfig.Config, fixes: tuple[str, ...],
               versions: dict) -> str:
-    recipe = [sha256_file(Path(__file__)), sha256_file(Path(kconfig.__file__))]
+    recipe = [sha256_file(Path(m.__file__)) for m in (kconfig, patches, toolchains)]
+    recipe.append(sha256_file(Path(__file__)))
     recipe += [sha256_file(PATCHES_DIR / FIXES[f]) for f in fixes]
     material = json.dumps({"recipe": RECIPE_VERSION, "files": recipe, "source": source.identity,
                            "arch": tc.xen_arch, "config": config.identity, "fixes": fixes,
@@ -272,24 +231,24 @@ def build_xen(source: XenSource, m: Manifest, config: kconfig.Config,
         changed = sync_tree(source, tree)
         log(f"Xen source {source.changeset}: {changed} file(s) changed in {tree}")
         for fix in fixes:
-            attempt.run(["patch", "-p1", "-N", "-r", "-", "-i", str(PATCHES_DIR / FIXES[fix])],
-                        tree, f"apply fix {fix}", ok=(0, 1))
+            apply_fix(fix, source.tree, tree, attempt)
+        helpers = build_helpers(work, tc)
         env = dict(os.environ, XEN_TARGET_ARCH=tc.xen_arch, CROSS_COMPILE=tc.cross,
                    PKG_CONFIG_LIBDIR=f"/usr/lib/{tc.triplet}/pkgconfig:/usr/share/pkgconfig",
-                   LC_ALL="C")
+                   LC_ALL="C", **helpers)  # configure reads APPEND_LIB into config/Tools.mk
         make = ["make", f"-j{os.cpu_count() or 2}", f"XEN_TARGET_ARCH={tc.xen_arch}",
-                f"CROSS_COMPILE={tc.cross}"]
+                f"CROSS_COMPILE={tc.cross}", f"PYTHON={helpers['PYTHON']}"]
         kconfig.configure(tree, config, make, env, attempt)
         log("make dist-xen")
         attempt.run(make + ["dist-xen"], tree, "hypervisor build (make dist-xen)", env=env)
         t_xen = time.monotonic() - t0
         configure = [f"--host={tc.triplet}", "--build=x86_64-linux-gnu", *CONFIGURE]
-        stamp = tree / ".xenlab-configure"
+        stamp, stamped = tree / ".xenlab-configure", " ".join(configure + sorted(helpers.values()))
         if not (tree / "config.status").exists() or not stamp.exists() or \
-                stamp.read_text() != " ".join(configure):
+                stamp.read_text() != stamped:
             log("./configure")
             attempt.run(["./configure", *configure], tree, "toolstack configure", env=env)
-            stamp.write_text(" ".join(configure))
+            stamp.write_text(stamped)
         log("make dist-tools")
         attempt.run(make + ["dist-tools"], tree, "toolstack build (make dist-tools)", env=env)
         t_tools = time.monotonic() - t0 - t_xen

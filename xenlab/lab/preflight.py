@@ -26,7 +26,8 @@ def preflight(prepared: PreparedBoard, target=None) -> list[Finding]:
     images = prepared.images
     extra = kernel_config_findings(images)
     if prepared.variant is not None:  # the Kconfig the variant needs (CONFIG_STATIC_MEMORY ...)
-        extra = variant_findings(prepared.variant, images.dir / "xen.config", images.dir.name) + extra
+        extra = variant_findings(prepared.variant, images.dir / "xen.config", images.dir.name,
+                                 images.xen.get("patches")) + extra
     findings = doctor(prepared.profile, prepared.files, dtb_path=prepared.dtb, plan=prepared.plan,
                       extra_findings=extra, xen=xen_under_test(images))
     if target is not None:

@@ -46,12 +46,12 @@ def image_set_for(profile: BoardProfile, image_set: ImageSet | Path | str | None
                   log=lambda msg: None, variant: Variant | None = None) -> ImageSet:
     """`image_set` (a set or its directory), or the bundled set for the profile's arch.
 
-    A variant that needs Kconfig fragments gets Debian's Xen source built with
+    A variant that needs Kconfig fragments or patches gets Debian's Xen source built with
     them (xenbuild; built once, then from the cache) unless a set is given.
     """
-    if (image_set is None or image_set == "") and variant is not None and variant.xen_configs:
+    if (image_set is None or image_set == "") and variant is not None and variant.builds_xen:
         images = build_image_set(profile.arch, log=log, xen_source="debian",
-                                 xen_config=variant.xen_configs)
+                                 xen_config=variant.xen_configs, fixes=variant.xen_patches)
     elif image_set is None or image_set == "":
         images = build_image_set(profile.arch, log=log)
     elif isinstance(image_set, ImageSet):

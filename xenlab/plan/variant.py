@@ -18,6 +18,7 @@ import attr
 from .. import schema
 from ..errors import Finding, Severity, XenlabError
 from ..images import kconfig
+from ..images.patches import FIXES
 from .chosen import CpupoolSpec, DomUSpec, SharedMem
 from .domains import DOMAIN_NAME_RE, SHM_ID_RE
 from .profile import BOARDS_DIR, NAME_RE, check_cmdline, display_path
@@ -44,6 +45,7 @@ SCHEMA = _obj({
     "description": _TEXT,
     "boards": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": NAME_RE.pattern}},
     "xen_configs": {"type": "array", "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]*$"}},
+    "xen_patches": {"type": "array", "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]*$"}},
     "xen_cmdline": {"type": "string"},
     "dom0": {"type": "boolean"},
     "domains": {"type": "array", "minItems": 1, "items": _obj({
@@ -118,6 +120,12 @@ class Variant:
     cpupools: tuple[CpupoolSpec, ...]
     checks: tuple[str, ...]
     destroy: bool = True
+    xen_patches: tuple[str, ...] = ()  # hypervisor/patches/ applied to the Xen it builds
+
+    @property
+    def builds_xen(self) -> bool:
+        """Whether the variant runs on a Xen built here (fragments or patches)."""
+        return bool(self.xen_configs or self.xen_patches)
 
     @property
     def where(self) -> str:
@@ -202,6 +210,10 @@ def _parse(path: Path) -> Variant:
         if name not in known:
             fail(f"xen_configs[{i}]", f"{name!r} is not a fragment in hypervisor/configs/ "
                  f"(known: {', '.join(sorted(known))})")
+    for i, name in enumerate(data.get("xen_patches", [])):
+        if name not in FIXES:
+            fail(f"xen_patches[{i}]", f"{name!r} is not a patch in hypervisor/patches/ "
+                 f"(known: {', '.join(sorted(FIXES))})")
     why = check_cmdline(data.get("xen_cmdline", ""))
     if why:
         fail("xen_cmdline", f"{schema.show(data['xen_cmdline'])} {why}")
@@ -237,7 +249,8 @@ def _parse(path: Path) -> Variant:
         fail("checks", "'cpupool' is read by Dom0's `xl list -c`: it needs dom0: true and cpupools")
     return Variant(path.stem, path.resolve(), data["description"], tuple(data["boards"]),
                    tuple(data.get("xen_configs", [])), data.get("xen_cmdline", "").strip(),
-                   data["dom0"], tuple(domains), pools, checks, data.get("destroy", True))
+                   data["dom0"], tuple(domains), pools, checks, data.get("destroy", True),
+                   tuple(data.get("xen_patches", [])))
 
 
 # --------------------------------------------------------------------------- the Xen it needs
@@ -249,17 +262,25 @@ def needed_symbols(variant: Variant) -> list[tuple[str, str, str]]:
             for sym, value, where in config.wanted if value is not None]
 
 
-def variant_findings(variant: Variant, xen_config: Path | None, image_set: str) -> list[Finding]:
-    """The Kconfig the variant needs against the Xen under test's xen.config."""
+def variant_findings(variant: Variant, xen_config: Path | None, image_set: str,
+                     patches: tuple[str, ...] | None = None) -> list[Finding]:
+    """The Kconfig the variant needs against the Xen under test's xen.config, and its patches
+    against those the build applied (`patches`; None: not known, as for a prebuilt Xen)."""
+    out = [Finding(Severity.WARN, "variant-xen-patch-missing",
+                   f"variant {variant.name} wants Xen with hypervisor/patches/{p}.patch, which "
+                   f"the Xen of image set {image_set} was not built with",
+                   "what the patch adds is checked another way or not at all (dom0less-console: "
+                   "the DomU's console is reached on Xen's UART, not with `xl console`); build "
+                   f"it with `xenlab images build --xen-source SOURCE --apply-fix {p}`")
+           for p in variant.xen_patches if p not in (patches or ())]
     needs = needed_symbols(variant)
     if not needs:
-        return []
+        return out
     if xen_config is None or not xen_config.is_file():
         return [Finding(Severity.WARN, "variant-xen-config-unknown",
                         f"variant {variant.name} needs {', '.join(f'{s}={v}' for s, v, _ in needs)}; "
                         f"image set {image_set} has no xen.config to check it against")]
     have = kconfig.read_config(xen_config)
-    out = []
     for fragment in variant.xen_configs:
         # The feature's own symbol first, CONFIG_UNSUPPORTED (what allows it) after.
         missing = sorted(((s, v) for s, v, f in needs if f == fragment and not kconfig.same_value(v, have.get(s))),

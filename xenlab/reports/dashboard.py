@@ -94,7 +94,7 @@ def safe_url(link) -> str | None:
 
 def _cell(row: sqlite3.Row) -> dict:
     steps = json.loads(row["steps"])
-    return {"target": row["target"], "run_id": row["run_id"], "night": row["night"],
+    return {"target": row["target"], "lane": row["lane"], "run_id": row["run_id"], "night": row["night"],
             "start": row["start"], "verdict": row["verdict"], "reason": row["reason"],
             "classification": row["classification"], "xen": row["xen"], "build": row["build"],
             "tester": row["tester"],
@@ -103,26 +103,34 @@ def _cell(row: sqlite3.Row) -> dict:
             "change": None, "previous": None}
 
 
+# A row of the dashboard is a lane: a board's dom0 smoke test ("qemu-arm64"), or one
+# board variant of it ("qemu-arm64 [dom0less]"); a night compares within its lane.
+
 def _newest_per_night(rows) -> dict[tuple[str, str], dict]:
     cells: dict[tuple[str, str], dict] = {}
     for row in rows:  # ordered by start: the night's newest run wins
-        cells[(row["target"], row["night"])] = _cell(row)
+        cells[(row["lane"], row["night"])] = _cell(row)
     return cells
 
 
-def _before(db, board: str, night: str) -> dict | None:
-    """The board's cell on its last night before `night`."""
-    row = db.execute("SELECT * FROM runs WHERE target = ? AND night < ? "
-                     "ORDER BY night DESC, start DESC LIMIT 1", (board, night)).fetchone()
+def _before(db, lane: str, night: str) -> dict | None:
+    """The lane's cell on its last night before `night`."""
+    row = db.execute("SELECT * FROM runs WHERE lane = ? AND night < ? "
+                     "ORDER BY night DESC, start DESC LIMIT 1", (lane, night)).fetchone()
     return _cell(row) if row else None
 
 
-def _mark_changes(db, boards: list[str], nights: list[str], cells: dict) -> None:
-    """Each cell's change against the board's previous night (which may lie before the window)."""
-    for board in boards:
-        prev = _before(db, board, nights[0]) if nights else None
+def _lane_targets(cells: dict) -> dict[str, str]:
+    """Each lane's target, whose board page and run pages the row links to."""
+    return {lane: cell["target"] for (lane, _), cell in cells.items()}
+
+
+def _mark_changes(db, lanes: list[str], nights: list[str], cells: dict) -> None:
+    """Each cell's change against the lane's previous night (which may lie before the window)."""
+    for lane in lanes:
+        prev = _before(db, lane, nights[0]) if nights else None
         for night in nights:
-            cell = cells.get((board, night))
+            cell = cells.get((lane, night))
             if cell is None:
                 continue
             cell["change"] = change_between(prev, cell).value if prev is not None else None
@@ -131,20 +139,20 @@ def _mark_changes(db, boards: list[str], nights: list[str], cells: dict) -> None
 
 
 def matrix(db, nights: list[str]) -> dict:
-    """boards × nights cells for the given (ascending) nights, changes marked."""
+    """lanes × nights cells for the given (ascending) nights, changes marked."""
     if not nights:
-        return {"boards": [], "nights": [], "cells": {}}
+        return {"boards": [], "nights": [], "cells": {}, "targets": {}}
     rows = db.execute("SELECT * FROM runs WHERE night BETWEEN ? AND ? ORDER BY start, run_id",
                       (nights[0], nights[-1])).fetchall()
     wanted = set(nights)
     cells = {k: v for k, v in _newest_per_night(rows).items() if k[1] in wanted}
     boards = sorted({b for b, _ in cells})
     _mark_changes(db, boards, nights, cells)
-    return {"boards": boards, "nights": nights, "cells": cells}
+    return {"boards": boards, "nights": nights, "cells": cells, "targets": _lane_targets(cells)}
 
 
 def summary(db, m: dict) -> dict:
-    """The newest night against each board's previous night, for the list on top."""
+    """The newest night against each lane's previous night, for the list on top."""
     if not m["nights"]:
         return {"night": None, "entries": {}}
     last = m["nights"][-1]
@@ -267,19 +275,20 @@ def _builds_pages(env, db, site: Site) -> int:
                                        "ORDER BY max(start) DESC")]
     cells = {}
     # The newest run of each board and build (SQLite takes the bare columns from the max row).
-    for row in db.execute("SELECT *, max(start) FROM runs GROUP BY target, build"):
-        cells[(row["target"], row["build"])] = _cell(row)
+    for row in db.execute("SELECT *, max(start) FROM runs GROUP BY lane, build"):
+        cells[(row["lane"], row["build"])] = _cell(row)
     boards = sorted({b for b, _ in cells})
     pages = site.write(site.path("builds"), env.get_template("builds.html").render(
         root="", title="xenlab: boards × Xen builds", builds=builds, boards=boards, cells=cells,
-        page=build_page))
+        targets=_lane_targets(cells), page=build_page))
     for label in builds:
         nights = [r[0] for r in db.execute("SELECT DISTINCT night FROM runs WHERE build = ? "
                                            "ORDER BY night DESC LIMIT ?", (label, INDEX_NIGHTS))]
         rows = db.execute("SELECT * FROM runs WHERE build = ? AND night >= ? ORDER BY start, "
                           "run_id", (label, min(nights))).fetchall()
         m_cells = {k: v for k, v in _newest_per_night(rows).items() if k[1] in set(nights)}
-        m = {"boards": sorted({b for b, _ in m_cells}), "nights": nights[::-1], "cells": m_cells}
+        m = {"boards": sorted({b for b, _ in m_cells}), "nights": nights[::-1], "cells": m_cells,
+             "targets": _lane_targets(m_cells)}
         pages += site.write(site.path("builds", build_page(label), suffix=""),
                             env.get_template("build.html").render(
                                 root="../", title=f"Xen {label}", label=label, m=m))
@@ -317,12 +326,14 @@ def _board_page(env, db, site: Site, board: str, board_nights: int) -> int:
     if not rows:
         site.unlink(target)
         return 0
-    cells_by_night = _newest_per_night(rows)
-    nights = sorted(n for _, n in cells_by_night)
-    _mark_changes(db, [board], nights, cells_by_night)
-    cells = [cells_by_night[(board, n)] for n in nights]
+    cells_by_night = _newest_per_night(rows)  # every lane of the board: its variants too
+    nights = sorted({n for _, n in cells_by_night})
+    lanes = sorted({lane for lane, _ in cells_by_night})
+    _mark_changes(db, lanes, nights, cells_by_night)
+    cells = [cells_by_night[k] for k in sorted(cells_by_night, key=lambda k: (k[1], k[0]))]
     months = [r[0] for r in db.execute("SELECT DISTINCT substr(night, 1, 7) FROM runs "
                                        "WHERE target = ? ORDER BY 1", (board,))]
     return site.write(target, env.get_template("board.html").render(
         root="../", title=f"Board {board}", board=board, history=cells[::-1],
-        plot=plot(cells), months=months, latest=cells[-1]))
+        plot=plot([c for c in cells if c["lane"] == board] or cells), months=months,
+        latest=cells[-1], lanes=lanes))

@@ -23,7 +23,7 @@ from ..errors import XenlabError
 from ..run.record import NAME_RE, RunRecord
 from ..schema import show
 
-SCHEMA = 4  # 4: unreadable; 3: runs.build; 2: runs.target (1 said board)
+SCHEMA = 5  # 5: runs.lane; 4: unreadable; 3: runs.build; 2: runs.target (1 said board)
 PAGE_DIRS = ("runs", "boards", "nights", "builds")  # what a build writes besides index.html
 
 
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     mtime_ns INTEGER NOT NULL,
     size INTEGER NOT NULL,
     target TEXT NOT NULL,
+    lane TEXT NOT NULL,             -- the target and its board variant: "qemu-arm64 [dom0less]"
     run_id TEXT NOT NULL,
     night TEXT NOT NULL,            -- UTC date of the start
     start TEXT NOT NULL,
@@ -54,10 +55,11 @@ CREATE TABLE IF NOT EXISTS unreadable (
 );
 CREATE INDEX IF NOT EXISTS runs_target_night ON runs (target, night, start);
 CREATE INDEX IF NOT EXISTS runs_night ON runs (night);
+CREATE INDEX IF NOT EXISTS runs_lane_night ON runs (lane, night, start);
 CREATE INDEX IF NOT EXISTS runs_build ON runs (build, target, start);
 """
 NIGHT_RE = re.compile(r"\d{4}-\d\d-\d\d")  # a page name: nights/<yyyy-mm>.html
-_COLS = ("target", "run_id", "night", "start", "verdict", "reason", "classification", "tester",
+_COLS = ("target", "lane", "run_id", "night", "start", "verdict", "reason", "classification", "tester",
          "arch", "xen", "build", "console", "steps", "marks")
 
 
@@ -67,12 +69,14 @@ def open_index(out: Path, results: Path, render: str) -> sqlite3.Connection:
     existed = (out / "index.sqlite").exists()
     db = sqlite3.connect(out / "index.sqlite")
     db.row_factory = sqlite3.Row
-    db.executescript(_DDL)
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     want = {"results": str(results.resolve()), "render": f"{SCHEMA}-{render}"}
-    if any(meta.get(k) != v for k, v in want.items()):
-        db.execute("DELETE FROM runs")  # every page is rewritten from scratch
-        db.execute("DELETE FROM unreadable")
+    stale = any(meta.get(k) != v for k, v in want.items())
+    if stale:  # an older schema's tables lack columns: made again, and every page rewritten
+        db.executescript("DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS unreadable;")
+    db.executescript(_DDL)
+    if stale:
         if existed:  # pages of runs this index no longer knows would never be removed
             for generated in PAGE_DIRS:
                 shutil.rmtree(out / generated, ignore_errors=True)
@@ -111,7 +115,7 @@ def _row(path: str, stamp: tuple[int, int], r: RunRecord, console: bool) -> tupl
               (s.known or {}).get("link")] for s in r.steps]
     marks = r.info.get("stage_marks") if isinstance(r.info.get("stage_marks"), dict) else {}
     start = str(r.start_time or "")
-    return (path, *stamp, r.target, r.run_id, start[:10] or "unknown", start,
+    return (path, *stamp, r.target, r.lane, r.run_id, start[:10] or "unknown", start,
             r.verdict.value, r.verdict_reason or "", r.classification, r.tester, r.arch,
             r.info.get("xen_version"), build_label(r.info), int(console), json.dumps(steps),
             json.dumps(marks))
@@ -122,6 +126,8 @@ def build_label(info: dict) -> str:
     build = info.get("xen_build") if isinstance(info.get("xen_build"), dict) else {}
     label = f"{info.get('xen_version') or build.get('version') or '?'} " \
             f"{build.get('config') or 'debian'}"
+    patches = build.get("patches") if isinstance(build.get("patches"), list) else []
+    label += "".join(f" +{p}" for p in patches if isinstance(p, str))  # a patched Xen is another
     return label + (" tools-mismatch" if info.get("toolstack_mismatch") else "")
 
 
@@ -155,7 +161,7 @@ def _read(results: Path, path: str, stamp: tuple[int, int]) -> tuple[tuple | Non
         # Valid but odd values (a pid beyond pid_t) are a reader's bug, and
         # one record must still never take the farm's dashboard down.
         return None, " ".join(f"{where}: cannot be read ({type(exc).__name__}: {exc})".split())
-    why = unsafe(path, row[3], row[4], row[5])
+    why = unsafe(path, row[3], row[5], row[6])
     return (None, f"{where}: {why}") if why else (row, "")
 
 
@@ -209,7 +215,7 @@ def update_index(db: sqlite3.Connection, results: Path) -> tuple[int, Changes]:
             continue
         rows.append(row)
         changes.runs[path] = row
-        changes.touch(row[3], row[5])
+        changes.touch(row[3], row[6])
     fixed = [p for p in bad if p not in on_disk or p in changes.runs and changes.runs[p]]
     gone = [p for p in known if p not in on_disk]
     for path in gone:

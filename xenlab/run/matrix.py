@@ -41,13 +41,15 @@ def matrix_runs(farm, variants: Sequence[Variant], builds: Sequence[str], result
         for target in farm.select((), variant):
             for build in builds:
                 fragments = build_fragments(variant, build)
-                key = (target.arch, fragments)
+                key = (target.arch, fragments, variant.xen_patches)
                 if key not in sets:
-                    sets[key] = None if not fragments else build_image_set(
-                        target.arch, xen_source="debian", xen_config=fragments, log=build_log).dir
+                    sets[key] = None if not (fragments or variant.xen_patches) else build_image_set(
+                        target.arch, xen_source="debian", xen_config=fragments,
+                        fixes=variant.xen_patches, log=build_log).dir
                     if sets[key] is not None:
+                        what = "+".join(fragments + tuple(f"{p}.patch" for p in variant.xen_patches))
                         log(f"Xen for {variant.name} {build} ({target.arch}): Debian's 4.17.5 source "
-                            f"with {'+'.join(fragments)}, image set {sets[key].name}")
+                            f"with {what}, image set {sets[key].name}")
                 runs.append(TargetRun(target, f"{base}-{variant.name}-{build}", results,
                                       image_set=sets[key], variant=variant.name, build=build))
     if not runs:
