@@ -221,6 +221,11 @@ def test_a_variant_wanting_a_patch_warns_on_a_xen_built_without_it(tmp_path):
         assert "hypervisor/patches/dom0less-console.patch" in finding.message
         assert "--apply-fix dom0less-console" in finding.hint
     assert variant_findings(variant, config, "set", ("dom0less-console",)) == []
+    # Fragments and a patch, and no xen.config to read: both are said.
+    both = tmp_path / "both.yaml"
+    both.write_text((REPO / "boards/variants/staticmem.yaml").read_text() + "xen_patches: [dom0less-console]\n")
+    codes = [f.code for f in variant_findings(load_variant(both), None, "set", None)]
+    assert codes == ["variant-xen-patch-missing", "variant-xen-config-unknown"]
 
 
 def test_an_unknown_patch_is_one_line(tmp_path):

@@ -277,9 +277,9 @@ def variant_findings(variant: Variant, xen_config: Path | None, image_set: str,
     if not needs:
         return out
     if xen_config is None or not xen_config.is_file():
-        return [Finding(Severity.WARN, "variant-xen-config-unknown",
-                        f"variant {variant.name} needs {', '.join(f'{s}={v}' for s, v, _ in needs)}; "
-                        f"image set {image_set} has no xen.config to check it against")]
+        return out + [Finding(Severity.WARN, "variant-xen-config-unknown",
+                              f"variant {variant.name} needs {', '.join(f'{s}={v}' for s, v, _ in needs)}; "
+                              f"image set {image_set} has no xen.config to check it against")]
     have = kconfig.read_config(xen_config)
     for fragment in variant.xen_configs:
         # The feature's own symbol first, CONFIG_UNSUPPORTED (what allows it) after.
