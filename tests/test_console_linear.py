@@ -16,17 +16,19 @@ import threading
 import time
 from pathlib import Path
 
+import labgrid.logging
 import pytest
 from labgrid import Target
 from labgrid.driver import SerialDriver
 from labgrid.resource import NetworkSerialPort
+from labgrid.step import steps
 from labgrid.util import re_vt100
 
 from xenlab import console_text
 from xenlab.console_text import body, clean, clean_lines
 from xenlab.errors import Status
 from xenlab.lab import diagnose, monitors
-from xenlab.lab.console import SEARCH_WINDOW, bound_search_window  # and labgrid's cleaning
+from xenlab.lab.console import LOG_LINE_LIMIT, SEARCH_WINDOW, bound_search_window  # and labgrid's cleaning
 
 TRANSCRIPT = Path(__file__).resolve().parent / "data" / "qemu-arm64-console.log"
 MB = 1 << 20
@@ -142,19 +144,26 @@ def test_facts_are_read_from_a_real_console():
 # --------------------------------------------------------------------------- the live console
 
 class FloodingBoard:
-    """A TCP console that prints `junk`, then `marker`, as fast as the socket takes it."""
+    """A TCP console that prints `junk`, then `marker`, as fast as the socket takes it.
+
+    It starts printing when powered on, after the console is connected, as a board
+    does: pyserial's socket port drops whatever is waiting when it opens (under load
+    that was a random part of the flood, or all of it with the marker).
+    """
 
     def __init__(self, junk: bytes, marker: bytes):
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.payload = junk + marker
+        self.powered = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
         conn, _ = self.server.accept()
         with conn:
-            conn.sendall(self.payload)
-            time.sleep(30)
+            if self.powered.wait(30):
+                conn.sendall(self.payload)
+                time.sleep(30)
 
 
 def live_console(board: FloodingBoard):
@@ -163,6 +172,7 @@ def live_console(board: FloodingBoard):
     console = SerialDriver(target, name=None)
     bound_search_window(console)  # as XenStrategy does when it connects the console
     target.activate(console)
+    board.powered.set()
     return target, console
 
 
@@ -183,6 +193,27 @@ def test_a_flooded_live_console_still_finds_its_marker_quickly(junk):
     # Minutes before the window.  What is left is labgrid's serial logger, which joins
     # and splits its buffer on every read until it sees a CR-LF (quadratic in a line).
     assert seconds < 10.0
+
+
+def test_labgrids_serial_logger_keeps_no_more_than_a_bounded_line():
+    # Its unfinished line was joined and split again on every read: quadratic in a
+    # flood without CR-LF.  xenlab logs a longer line in pieces.
+    reporter = labgrid.logging.StepLogger._serial_logger  # labgrid's pytest plugin made it
+    pending = []
+
+    def after_each_read(event):
+        if event.step.title == "read" and event.data.get("state") == "stop":
+            pending.append(len(reporter.bufs.get(event.step.source, b"")))
+
+    board = FloodingBoard(megabyte("\x9b").encode(), b"Xen version 4.17.5 ")
+    target, console = live_console(board)
+    steps.subscribe(after_each_read)  # after the reporter: it sees what the reporter kept
+    try:
+        console.expect([r"Xen version \S+ "], timeout=30)
+    finally:
+        steps.unsubscribe(after_each_read)
+        target.deactivate(console)
+    assert len(pending) > 100 and 0 < max(pending) <= LOG_LINE_LIMIT
 
 
 def test_a_marker_early_in_one_large_read_is_not_missed():

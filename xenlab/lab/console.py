@@ -6,6 +6,7 @@ survives a noisy console (XenShellDriver). What must never appear on it is in
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import re
@@ -35,6 +36,32 @@ from .rfc2217 import chunked_reads
 # pattern xenlab cleans with (tests/test_console_linear.py).
 for _module in (labgrid.logging, labgrid.driver.ubootdriver, labgrid.driver.shelldriver):
     _module.re_vt100 = ESCAPE
+
+# labgrid's serial logger appends every read to the target's unfinished line and
+# splits it on CR-LF again: a board printing a megabyte without CR-LF (garbage, or
+# LF-only lines) costs it a gigabyte of copying, minutes on a loaded CI machine.
+# A line longer than this is logged in pieces, so each read costs at most this much.
+LOG_LINE_LIMIT = 4096
+_labgrid_serial_notify = labgrid.logging.SerialLoggingReporter.notify
+
+
+def _bounded_serial_notify(self, event) -> None:
+    _labgrid_serial_notify(self, event)
+    source = event.step.source
+    pending = self.bufs.get(source, b"") if event.step.tag == "console" else b""
+    if len(pending) > LOG_LINE_LIMIT:
+        self.bufs[source] = b""
+        self.loggers[source].log(logging.CONSOLE,  # labgrid's level
+                                 self._create_message(event, self.vt100_replace_cr_nl(pending)),
+                                 extra={"step": event.step})
+
+
+labgrid.logging.SerialLoggingReporter.notify = _bounded_serial_notify
+# A reporter made before this import subscribed labgrid's notify: it gets ours.
+_reporter = labgrid.logging.StepLogger._serial_logger
+if _reporter is not None and _labgrid_serial_notify.__get__(_reporter) in steps._subscribers:
+    steps.unsubscribe(_labgrid_serial_notify.__get__(_reporter))
+    steps.subscribe(_reporter.notify)
 
 
 # The bytes pexpect searches on each read.  Without a window it re-searches
