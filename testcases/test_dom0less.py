@@ -170,6 +170,21 @@ def test_domu_runs_in_its_boot_cpupool(board):
         assert cpus == ",".join(map(str, pool.cpus)), out
 
 
+@pytest.mark.xenlab_needs("heap")
+def test_dom0_memory_comes_from_the_static_heap(board):
+    """Dom0 is mapped 1:1 on Arm: each System RAM range in its /proc/iomem lies in xen,static-heap."""
+    board.boot("shell")
+    out, _, status = board.shell.run("cat /proc/iomem")
+    assert status == 0, out
+    ram = [tuple(int(x, 16) for x in m.groups()) for m in
+           (re.match(r"([0-9a-f]+)-([0-9a-f]+) : System RAM$", line) for line in out) if m]
+    assert ram, f"no System RAM in Dom0's /proc/iomem: {out}"
+    heap = board.variant.static_heap
+    outside = [f"{a:#x}-{b:#x}" for a, b in ram if not any(h <= a and b < h + n for h, n in heap)]
+    assert not outside, (f"Dom0 RAM {', '.join(outside)} lies outside the static heap "
+                         f"{', '.join(f'{h:#x}-{h + n - 1:#x}' for h, n in heap)}")
+
+
 @pytest.mark.xenlab_needs("earlyprintk")
 def test_xen_prints_before_its_console_is_up(board):
     """Early printk: head.S prints "- Ready -" on the PL011 before Xen's banner."""

@@ -101,7 +101,8 @@ def test_the_cli_prints_the_plan_and_writes_uboot_script(config):
 
 @pytest.mark.parametrize("line,expect", [
     ("DOMU_FOO[0]=1", "line 29: unknown key DOMU_FOO[0]"),
-    ("XEN_STATIC_HEAP=\"0x60000000 0x10000000\"", "line 29: key XEN_STATIC_HEAP (static heap"),
+    ("DOMU_NOBOOT[0]=y", "line 29: key DOMU_NOBOOT (DomUs not started at boot) is not supported yet"),
+    ("XEN_STATIC_HEAP=\"0x60000000\"", "line 29: XEN_STATIC_HEAP: '0x60000000': wants groups of 2"),
     ("DOMU_KERNEL=Image", "line 29: unknown key DOMU_KERNEL (it takes an index"),
     ("XEN=$(touch pwned)", "line 29: XEN value '$(touch pwned)' has '$'"),
     ("XEN=`touch pwned`", "has '`'"),
@@ -116,6 +117,32 @@ def test_bad_lines_are_refused_by_name_and_line(config, line, expect):
         plan_from(read_config(config), load_profile("qemu-virt-arm64"))
     assert expect in str(err.value) and "\n" not in str(err.value), err.value
     assert not (config.parent / "pwned").exists()  # parsed, never run
+
+
+def test_a_static_heap_is_xens_and_no_file_loads_in_it(config):
+    # Xen CI's static-heap job: MEMORY_END below the heap, the guests' memory from it.
+    config = edited(config, 'MEMORY_END="0x80000000"', 'MEMORY_END="0x50000000"')
+    config.write_text(config.read_text() + 'XEN_STATIC_HEAP="0x60000000 0x20000000"\n')
+    plan = plan_from(read_config(config), load_profile("qemu-virt-arm64"))
+    chosen = {e.prop: e.value for e in plan.edits if e.node == "/chosen" and e.prop}
+    assert chosen["xen,static-heap"] == (0, 0x60000000, 0, 0x20000000)  # the root's 2+2 cells
+    assert plan.static_heap == ((0x60000000, 0x20000000),)
+    assert all(p.end <= 0x50000000 for p in plan.placements)
+    assert "static-heap" in plan.table()
+
+
+@pytest.mark.parametrize("heap,expect", [
+    ("0x44000000 0x10000000", "static heap 0x44000000-0x54000000 overlaps domain 'domU1' static bank"),
+    ("0x60000000 0x8000000", "Dom0 256 MiB + DomUs 256 MiB does not fit in Xen's static heap "
+                             "(0x60000000-0x68000000, 128.0 MiB)"),
+    ("0xc0000000 0x400000", "static heap 0xc0000000-0xc0400000 lies outside RAM (0x40000000-0xc0000000)"),
+    ("0x60001000 0x10000000", "must start and end on a 64 KiB boundary"),
+])
+def test_a_static_heap_that_cannot_work_is_one_line(config, heap, expect):
+    config.write_text(config.read_text() + f'XEN_STATIC_HEAP="{heap}"\n')
+    with pytest.raises(XenlabError) as err:
+        plan_from(read_config(config), load_profile("qemu-virt-arm64"))
+    assert expect in str(err.value) and "\n" not in str(err.value), err.value
 
 
 @pytest.mark.parametrize("old,new,expect", [

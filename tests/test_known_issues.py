@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from xenlab.errors import XenlabError
+from xenlab.lab import monitors
 from xenlab.run.known_issues import CULPRITS, failure_text, load_known_issues, match
 from xenlab.run.record import RunRecord
 
@@ -54,6 +55,21 @@ def test_bundled_entries_match_what_they_describe():
     assert match("zcu102", "dom0", stall, issues=issues) is None  # real hardware: not TCG
     timeout = failure_text("stage-timeout:domu", "no DomU shell", [])
     assert match("qemu-virt-arm64", "domu", timeout, issues=issues) is None
+
+
+def test_a_recorded_arm32_gzip_trap_is_the_known_xen_bug():
+    # A real console (tests/data/README.md): classified as Xen's panic, then matched
+    # by its evidence; another panic in kernel_probe's neighbourhood is not it.
+    text = (BUNDLED.parent.parent / "tests" / "data" / "qemu-arm32-gzip-unaligned.log").read_text(
+        errors="replace")
+    status, classification, evidence = monitors.classify(text, "xen")
+    assert (str(status), classification) == ("FAIL", "xen-panic")
+    known = match("qemu-arm32", "xen_creates_every_domu",
+                  failure_text(classification, "Panic on CPU 0", evidence))
+    assert known is not None and known.id == "arm32-gzip-kernel-unaligned" and known.culprit == "xen"
+    other = failure_text("xen-panic", "Panic on CPU 0", ["(XEN) Panic on CPU 0:",
+                                                         "(XEN) Failed to allocate requested dom0 memory"])
+    assert match("qemu-arm32", "xen_boots", other) is None
 
 
 def test_harmless_noise_never_makes_a_failure_known():

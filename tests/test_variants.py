@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 import shlex
 import subprocess
@@ -62,7 +63,9 @@ def variant_file(tmp_path: Path, base: str, old: str, new: str) -> Path:
 
 def test_the_variants_mirror_xen_ci_arm_jobs():
     assert {"dom0less", "without-dom0", "gicv3", "staticmem", "static-shared-mem",
-            "boot-cpupools", "earlyprintk"} <= set(list_variants())
+            "boot-cpupools", "earlyprintk", "staticheap", "gzip"} <= set(list_variants())
+    arm32 = {n for n in list_variants() if "qemu-virt-arm32" in load_variant(n).boards}
+    assert {"dom0less", "staticmem", "gzip", "without-dom0", "earlyprintk"} <= arm32
 
 
 @pytest.mark.parametrize("name", list_variants())
@@ -89,6 +92,19 @@ def test_every_variant_plans_on_each_of_its_boards(name, image_set):
             bootargs = [e.value[0] for e in plan.edits if e.node.startswith(node + "/module@")
                         and e.prop == "bootargs"]
             assert bootargs and ("xenlab.checks=" in bootargs[0]) == bool(d.checks)
+        chosen = {e.prop: e.value for e in plan.edits if e.node == "/chosen" and e.prop}
+        assert chosen.get("xen,static-heap", ()) == tuple(
+            w for a, n in variant.static_heap for w in (a >> 32, a & 0xffffffff, n >> 32, n & 0xffffffff))
+        assert not any(a <= p.addr < a + n for a, n in variant.static_heap for p in plan.placements)
+
+
+def test_a_gzip_variant_loads_its_domu_kernel_gzipd_and_the_same_bytes_each_time(image_set):
+    plan = plan_for(load_variant("gzip"), "qemu-virt-arm64", image_set)
+    kernel = plan.placement("domu:domU1:kernel")
+    assert kernel.filename == "domU-kernel.gz"
+    assert gzip.decompress(kernel.path.read_bytes()) == image_set.path("domU-kernel").read_bytes()
+    again = plan_for(load_variant("gzip"), "qemu-virt-arm64", image_set).placement("domu:domU1:kernel")
+    assert (again.path, again.sha256) == (kernel.path, kernel.sha256)
 
 
 def test_domus_booting_one_kernel_share_its_one_copy(image_set):
@@ -145,7 +161,8 @@ def _chosen_dts(dtb: Path) -> str:
 @pytest.mark.parametrize("name,board_name", [("dom0less", "qemu-virt-arm64"), ("without-dom0", "qemu-virt-arm32"),
                                         ("staticmem", "qemu-virt-arm64"),
                                         ("boot-cpupools", "qemu-virt-arm64-smp4"),
-                                        ("static-shared-mem", "qemu-virt-arm64")])
+                                        ("static-shared-mem", "qemu-virt-arm64"),
+                                        ("staticheap", "qemu-virt-arm64")])
 def test_uboot_commands_and_offline_dtb_agree_through_dtc(name, board_name, image_set, tmp_path):
     if board_name == "qemu-virt-arm32":
         images = ImageSet.open(write_image_set(tmp_path / "set32", domu=True))
@@ -186,6 +203,15 @@ def test_a_static_bank_over_uboots_ram_names_it(tmp_path, image_set):
     with pytest.raises(XenlabError) as err:
         plan_for(load_variant(path), "qemu-virt-arm64", image_set)
     assert re.search(r"static bank 0xbdc00000-0xbde00000 overlaps U-Boot 2023\.01 .* 0xbddb2000-0xc0000000",
+                     str(err.value)), err.value
+
+
+def test_a_static_heap_over_uboots_ram_names_it(tmp_path, image_set):
+    path = variant_file(tmp_path, "staticheap", "{start: 0x50000000, size: 0x30000000}",
+                        "{start: 0x90000000, size: 0x2fe00000}")
+    with pytest.raises(XenlabError) as err:
+        plan_for(load_variant(path), "qemu-virt-arm64", image_set)
+    assert re.search(r"static heap 0x90000000-0xbfe00000 overlaps U-Boot 2023\.01 .* 0xbddb2000-0xc0000000",
                      str(err.value)), err.value
 
 

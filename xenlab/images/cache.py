@@ -8,6 +8,7 @@ nothing half-written that a later run could mistake for complete.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import os
 import secrets
@@ -94,3 +95,19 @@ def _write_aside(path: Path, durable: bool, mode: int):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def gzipped(path: Path) -> Path:
+    """`path` gzip-compressed, in the cache by its content: <name>.gz, the same bytes every time.
+
+    Xen decompresses a gzip'd kernel module itself (xen/arch/arm/kernel.c,
+    kernel_decompress), as Xen CI's arm32 gzip job boots one.
+    """
+    path = Path(path)
+    final = cache_root() / "gz" / sha256_file(path)[:32]
+    out = final / f"{path.name}.gz"
+    if not out.is_file():
+        with build_aside(final) as tmp, open(path, "rb") as src, \
+                gzip.GzipFile(tmp / out.name, "wb", compresslevel=9, mtime=0) as gz:
+            shutil.copyfileobj(src, gz, 1 << 20)
+    return out

@@ -9,7 +9,8 @@ from .manifest import HYPERVISOR_DIR
 
 PATCHES_DIR = HYPERVISOR_DIR / "patches"
 # --apply-fix NAME (or a variant's xen_patches) -> hypervisor/patches/FILE
-FIXES = {"psr-mode": "psr-mode.patch", "dom0less-console": "dom0less-console.patch"}
+FIXES = {"psr-mode": "psr-mode.patch", "dom0less-console": "dom0less-console.patch",
+         "gzip-unaligned": "gzip-unaligned.patch"}
 
 
 def apply_fix(fix: str, source_tree: Path, tree: Path, attempt) -> None:

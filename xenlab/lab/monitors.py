@@ -182,7 +182,9 @@ CAUSE_LOOKBACK = 200  # lines before the match searched for the cause (a partiti
 # and easily further back than the context (Linux lists the partitions first).
 _CAUSES = re.compile(r"VFS: Cannot open root device|Please append a correct \"root=\"|"
                      r"No working init found|Failed to execute |"
-                     r"\(XEN\) Panic on CPU|Could not set up DOM0|Unable to mount root fs")
+                     r"\(XEN\) Panic on CPU|Could not set up DOM0|Unable to mount root fs|"
+                     # a Xen trap's call trace: the function it trapped in
+                     r"\(XEN\)\s+\[<[0-9a-f]+>\] \S+ \(PC\)")
 
 
 def cause_lines(lines: list[str], i: int) -> list[str]:

@@ -33,6 +33,7 @@ from .layout import ALIGN, SCRIPT_SLOT, MiB  # noqa: F401  (the plan's units, fo
 from .layout import align as _align, check_memory, human as _human, layout, place_script
 from .domains import DOMAIN_NAME_RE, check_domus as _check_domus  # noqa: F401  (DOMAIN_NAME_RE: its readers)
 from .domains import resolve_cpupools as _resolve_cpupools, static_banks as _static_banks
+from .domains import static_heap_banks as _static_heap_banks
 
 FDT_PAGE = 0x1000  # `fdt resize` ends the blob on a 4 KiB boundary
 FDT_RESIZE_RSV = 5 * 16  # ... after room for five /memreserve/ entries (fdt_shrink_to_minimum)
@@ -70,6 +71,7 @@ class BootPlan:
     edits: tuple[DtEdit, ...]
     console: ConsoleUart | None = None  # Xen's UART and the speed the lab must read it at
     cpupools: tuple[CpupoolSpec, ...] = ()
+    static_heap: tuple[tuple[int, int], ...] = ()  # (address, size): Xen's heap, all the guests get
 
     @property
     def has_dom0(self) -> bool:
@@ -79,14 +81,16 @@ class BootPlan:
     @classmethod
     def build(cls, profile: BoardProfile, files: Mapping[str, os.PathLike], dtb_path: os.PathLike,
               *, script_addr: int | None = None, domus=(), fixed: Mapping[str, int] | None = None,
-              cpupools=(), xen_cmdline: str = "", xen_bootargs: str | None = None) -> "BootPlan":
+              cpupools=(), xen_cmdline: str = "", xen_bootargs: str | None = None,
+              static_heap=()) -> "BootPlan":
         """Lay out `files` ({"xen", "dom0-kernel"?, "dom0-ramdisk"?: path}), the DomUs and the DTB.
 
         Without "dom0-kernel" the plan boots dom0less without a Dom0: then it
         needs DomUs.  `fixed` pins roles to addresses (2 MiB aligned);
         everything else flows around them and around the DomUs' static banks.
         `xen_cmdline` is appended to Xen's (a variant's options); `xen_bootargs`
-        replaces the whole of it (ImageBuilder's XEN_CMD).
+        replaces the whole of it (ImageBuilder's XEN_CMD).  `static_heap`
+        ((address, size) banks) is the only RAM Xen gives guests: no file loads there.
         """
         unknown = sorted(set(files) - set(ROLES))
         if unknown:
@@ -139,7 +143,11 @@ class BootPlan:
                                      if a < mem.end and mem.start < b]
 
         busy += _static_banks(profile, busy, domus, info)
+        static_heap = tuple((int(a), int(s)) for a, s in static_heap)
+        heap = _static_heap_banks(profile, busy, static_heap, info)
+        busy += heap
         cpupools = _resolve_cpupools(profile, info, cpupools)
+        root_cells = info.cells("/")
 
         uart = console_uart(profile, info)
         dom0_opts = f"dom0_mem={profile.dom0.memory_mb}M dom0_max_vcpus={profile.dom0.vcpus} " if dom0 else ""
@@ -156,8 +164,9 @@ class BootPlan:
         # Headroom for `fdt resize`: the edits' size with every address at its longest.
         worst = {role: Placement(role, "", path, mem.end - 1, 0, "", 0) for role, path in wanted}
         worst.update({role: worst[first] for role, first in shared.items()})
-        headroom = _align(edit_bytes(chosen_edits(worst, has_chosen, xen_bootargs,
-                                                    dom0_bootargs, domus, cpupools)) + 0x400, FDT_PAGE)
+        headroom = _align(edit_bytes(chosen_edits(worst, has_chosen, xen_bootargs, dom0_bootargs,
+                                                    domus, cpupools, static_heap, root_cells)) + 0x400,
+                          FDT_PAGE)
 
         spans = {}
         for role, path in wanted:
@@ -174,7 +183,7 @@ class BootPlan:
         busy.append(Region(script_addr, script_addr + SCRIPT_SLOT, "boot script slot"))
         placed = layout(profile, wanted, spans, busy, fixed or {}, script_addr + SCRIPT_SLOT)
         # The files fit; now what Xen must give the guests at boot has to, too.
-        check_memory(profile, info, busy, spans["xen"], domus, dom0)
+        check_memory(profile, info, [r for r in busy if r not in heap], spans["xen"], domus, dom0, heap)
 
         by_role = {}
         for role, path in wanted:
@@ -182,9 +191,10 @@ class BootPlan:
                                       sha256_file(path), spans[role])
         placements = tuple(sorted(by_role.values(), key=lambda p: p.addr))
         by_role.update({role: by_role[first] for role, first in shared.items()})
-        edits = chosen_edits(by_role, has_chosen, xen_bootargs, dom0_bootargs, domus, cpupools)
-        return cls(profile, placements, script_addr,
-                   xen_bootargs, dom0_bootargs, domus, headroom, tuple(edits), uart, cpupools)
+        edits = chosen_edits(by_role, has_chosen, xen_bootargs, dom0_bootargs, domus, cpupools,
+                             static_heap, root_cells)
+        return cls(profile, placements, script_addr, xen_bootargs, dom0_bootargs, domus, headroom,
+                   tuple(edits), uart, cpupools, static_heap)
 
     # ------------------------------------------------------------------ queries
     def placement(self, role: str) -> Placement:
@@ -289,6 +299,7 @@ class BootPlan:
                  f"<= {_human(SCRIPT_SLOT)}", "-")]
         rows += [(p.role, p.filename, f"{p.addr:#x}", f"{p.end:#x}", _human(p.size), p.sha256[:12])
                  for p in self.placements]
+        rows += [("static-heap", "-", f"{a:#x}", f"{a + n:#x}", _human(n), "-") for a, n in self.static_heap]
         widths = [max(len(r[i]) for r in rows) for i in range(6)]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 

@@ -97,9 +97,14 @@ def _module(parent: str, p, compatible: tuple[str, ...], bootargs: str | None) -
     return edits
 
 
+def _cells(value: int, n: int) -> tuple[int, ...]:
+    return _cells64(value) if n == 2 else (value,)
+
+
 def chosen_edits(by_role: Mapping, has_chosen: bool, xen_bootargs: str,
                   dom0_bootargs: str, domus: tuple[DomUSpec, ...],
-                  cpupools: tuple[CpupoolSpec, ...] = ()) -> list[DtEdit]:
+                  cpupools: tuple[CpupoolSpec, ...] = (), static_heap: tuple = (),
+                  root_cells: tuple[int, int] = (2, 2)) -> list[DtEdit]:
     kernel = ("multiboot,kernel", "multiboot,module")
     ramdisk = ("multiboot,ramdisk", "multiboot,module")
     xen_bootargs, dom0_bootargs = command_line(xen_bootargs), command_line(dom0_bootargs)
@@ -108,6 +113,9 @@ def chosen_edits(by_role: Mapping, has_chosen: bool, xen_bootargs: str,
     edits += [DtEdit("/chosen", "#address-cells", "words", (2,)),
               DtEdit("/chosen", "#size-cells", "words", (2,)),
               DtEdit("/chosen", "xen,xen-bootargs", "strings", (xen_bootargs,))]
+    if static_heap:  # in the root node's cells, unlike the modules' (booting.txt)
+        edits.append(DtEdit("/chosen", "xen,static-heap", "words", tuple(
+            w for a, s in static_heap for w in (*_cells(a, root_cells[0]), *_cells(s, root_cells[1])))))
     if "dom0-kernel" in by_role:  # dom0less without a Dom0: no module for it
         if dom0_bootargs:
             edits.append(DtEdit("/chosen", "xen,dom0-bootargs", "strings", (dom0_bootargs,)))

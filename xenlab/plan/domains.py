@@ -2,7 +2,7 @@
 
 What Xen would refuse at boot, or silently get wrong, is refused here first,
 in one line with both ranges: a static bank over reserved RAM or outside it,
-two banks that overlap, a cpupool naming a CPU the DTB lacks (or CPU 0, which
+two banks that overlap, a static heap that isn't RAM or overlaps either, a cpupool naming a CPU the DTB lacks (or CPU 0, which
 boots Xen and stays in pool 0), a domain whose memory differs from its banks.
 """
 
@@ -56,32 +56,55 @@ def check_domus(domus: tuple[DomUSpec, ...], cpupools: tuple[CpupoolSpec, ...]) 
                                   "must be owner or borrower")
 
 
+def _claim(profile: BoardProfile, info: DtbInfo, taken: list[Region], ranges, align: int,
+           align_shown: str) -> list[Region]:
+    """(label, address, size, why) ranges as regions, each refused in one line with both
+    ranges if misaligned, outside RAM, or over a region `taken` or claimed before it."""
+    mem = profile.memory
+    banks = info.memory_banks() or [(mem.start, mem.end)]
+    out: list[Region] = []
+    for label, addr, size, why in ranges:
+        end = addr + size
+        label = f"{label} {addr:#x}-{end:#x}"
+        if addr % align or size % align or size <= 0:
+            raise XenlabError(f"{label} must start and end on a {align_shown} boundary", where=profile.where)
+        if not any(a <= addr and end <= b for a, b in banks):
+            shown = ", ".join(f"{a:#x}-{b:#x}" for a, b in banks)
+            raise XenlabError(f"{label} lies outside RAM ({shown})", where=profile.where)
+        for r in taken + out:
+            if r.overlaps(addr, end):
+                raise XenlabError(f"{label} overlaps {r.why} {r.start:#x}-{r.end:#x}", where=profile.where)
+        out.append(Region(addr, end, why))
+    return out
+
+
 def static_banks(profile: BoardProfile, busy: list[Region], domus, info: DtbInfo) -> list[Region]:
     """The DomUs' static banks as regions no module may use, each checked against RAM.
 
     Xen takes a static bank out of its heap before it looks at the modules: a
     bank over reserved RAM or another bank is refused here, with both ranges.
     """
-    mem = profile.memory
-    banks = info.memory_banks() or [(mem.start, mem.end)]
-    out: list[Region] = []
+    ranges = []
     for d in domus:
         named = [("static bank", a, s) for a, s in d.static_mem]
         named += [(f"shared memory '{m.shm_id}'", m.host, m.size) for m in d.shared_mem if m.role != "borrower"]
-        for what, addr, size in named:
-            end = addr + size
-            label = f"dom0less domain '{d.name}': {what} {addr:#x}-{end:#x}"
-            if addr % ALIGN or size % ALIGN or size <= 0:
-                raise XenlabError(f"{label} must start and end on a 2 MiB boundary", where=profile.where)
-            if not any(a <= addr and end <= b for a, b in banks):
-                shown = ", ".join(f"{a:#x}-{b:#x}" for a, b in banks)
-                raise XenlabError(f"{label} lies outside RAM ({shown})", where=profile.where)
-            for r in busy + out:
-                if r.overlaps(addr, end):
-                    raise XenlabError(f"{label} overlaps {r.why} {r.start:#x}-{r.end:#x}",
-                                      where=profile.where)
-            out.append(Region(addr, end, f"domain '{d.name}' {what}"))
-    return out
+        ranges += [(f"dom0less domain '{d.name}': {what}", addr, size, f"domain '{d.name}' {what}")
+                   for what, addr, size in named]
+    return _claim(profile, info, busy, ranges, ALIGN, "2 MiB")
+
+
+HEAP_ALIGN = 64 * 1024  # booting.txt: "at least a 64KB alignment is required"
+
+
+def static_heap_banks(profile: BoardProfile, busy: list[Region], heap, info: DtbInfo) -> list[Region]:
+    """Xen's static heap (booting.txt, /chosen "xen,static-heap") as regions no module may use.
+
+    Xen reserves it before it looks at the modules and takes every domain's
+    memory from it (arm64: all of its heap), so it must be RAM, free of what is
+    reserved and of the static banks, and apart from where the files load.
+    """
+    return _claim(profile, info, busy, [("static heap", a, n, "Xen's static heap") for a, n in heap],
+                  HEAP_ALIGN, "64 KiB")
 
 
 def resolve_cpupools(profile: BoardProfile, info: DtbInfo, cpupools) -> tuple[CpupoolSpec, ...]:

@@ -24,11 +24,11 @@ from .profile import BoardProfile, Dom0, Memory, Region, check_cmdline
 
 SCALAR_KEYS = {"MEMORY_START", "MEMORY_END", "DEVICE_TREE", "XEN", "XEN_CMD", "DOM0_KERNEL",
                "DOM0_RAMDISK", "DOM0_CMD", "DOM0_MEM", "NUM_DOMUS", "NUM_CPUPOOLS", "LOAD_CMD",
-               "BOOT_CMD", "UBOOT_SCRIPT"}
+               "BOOT_CMD", "UBOOT_SCRIPT", "XEN_STATIC_HEAP"}
 INDEXED_KEYS = {"DOMU_KERNEL", "DOMU_RAMDISK", "DOMU_CMD", "DOMU_MEM", "DOMU_VCPUS",
                 "DOMU_STATIC_MEM", "DOMU_SHARED_MEM", "CPUPOOL", "DOMU_CPUPOOL"}
 # In ImageBuilder's vocabulary, but not in xenlab's boot plan yet.
-NOT_YET = {"XEN_STATIC_HEAP": "static heap (xen,static-heap)", "DOMU_DIRECT_MAP": "direct-map off",
+NOT_YET = {"DOMU_DIRECT_MAP": "direct-map off",
            "DOMU_PASSTHROUGH_DTB": "device passthrough", "DOMU_PASSTHROUGH_PATHS": "device passthrough",
            "DOMU_NOBOOT": "DomUs not started at boot", "BITSTREAM": "FPGA bitstreams",
            "DT_OVERLAY": "DT overlays", "DOMU_COLORS": "cache colouring", "XEN_COLORS": "cache colouring"}
@@ -221,9 +221,10 @@ def plan_from(cfg: ImageBuilderConfig, profile: BoardProfile) -> BootPlan:
             # ImageBuilder's defaults: xenstore when there is a Dom0, direct-map with static memory
             enhanced="dom0-kernel" in files and not static, static_mem=static, direct_map=bool(static),
             shared_mem=shm, cpupool=None if pool is None else _int(cfg, ("DOMU_CPUPOOL", i)) + 1))
+    heap = _numbers(cfg, "XEN_STATIC_HEAP", 2) if cfg.get("XEN_STATIC_HEAP") else []
     try:
         return BootPlan.build(board, files, dtb, domus=domus, cpupools=pools,
-                              xen_bootargs=cfg.get("XEN_CMD"))
+                              xen_bootargs=cfg.get("XEN_CMD"), static_heap=tuple(zip(heap[0::2], heap[1::2])))
     except XenlabError as exc:
         raise XenlabError(f"{exc}", where=str(cfg.path)) from None
 

@@ -32,10 +32,11 @@ def human(n: int) -> str:
 
 
 def check_memory(profile: BoardProfile, info: DtbInfo, busy: list[Region], xen_span: int,
-                  domus, dom0: bool = True) -> None:
+                  domus, dom0: bool = True, heap: list[Region] = ()) -> None:
     """Refuse what cannot boot, with the numbers: RAM the DTB doesn't have, guests over RAM.
 
-    A DomU on static banks takes no heap: its banks are in `busy` already.
+    A DomU on static banks takes no heap: its banks are in `busy` already.  With
+    a static heap (`heap`), Xen gives the guests memory from it alone.
     """
     mem = profile.memory
     banks = info.memory_banks()
@@ -45,15 +46,20 @@ def check_memory(profile: BoardProfile, info: DtbInfo, busy: list[Region], xen_s
                           f"of the DTB ({shown}): files loaded there would be lost", where=profile.where)
     reserved = sum(min(r.end, mem.end) - max(r.start, mem.start) for r in merged(busy))
     free = mem.end - mem.start - reserved - xen_span
-    heap = [d for d in domus if not d.static_mem]
-    domu_mb = sum(d.memory_kb for d in heap) // 1024
-    guests = (profile.dom0.memory_mb * MiB if dom0 else 0) + sum(d.memory_kb * 1024 for d in heap)
-    if guests > free:
-        asked = ([f"Dom0 {profile.dom0.memory_mb} MiB"] if dom0 else []) + \
-                ([f"DomUs {domu_mb} MiB"] if heap else [])
-        key = "dom0.memory_mb" if dom0 and not heap else "domains.memory_mb"
+    on_heap = [d for d in domus if not d.static_mem]
+    domu_mb = sum(d.memory_kb for d in on_heap) // 1024
+    guests = (profile.dom0.memory_mb * MiB if dom0 else 0) + sum(d.memory_kb * 1024 for d in on_heap)
+    asked = " + ".join(([f"Dom0 {profile.dom0.memory_mb} MiB"] if dom0 else []) +
+                       ([f"DomUs {domu_mb} MiB"] if on_heap else []))
+    key = "dom0.memory_mb" if dom0 and not on_heap else "domains.memory_mb"
+    if heap:  # the guests' memory comes from it alone, wherever the files load
+        if guests > sum(r.end - r.start for r in heap):
+            shown = ", ".join(f"{r.start:#x}-{r.end:#x}" for r in heap)
+            raise XenlabError(f"key '{key}': {asked} does not fit in Xen's static heap ({shown}, "
+                              f"{human(sum(r.end - r.start for r in heap))})", where=profile.where)
+    elif guests > free:
         raise XenlabError(
-            f"key '{key}': {' + '.join(asked)} does not fit in RAM: {human(mem.end - mem.start)} at "
+            f"key '{key}': {asked} does not fit in RAM: {human(mem.end - mem.start)} at "
             f"{mem.start:#x}, of which {human(reserved)} reserved and {human(xen_span)} Xen leave "
             f"{human(max(free, 0))}", where=profile.where)
 

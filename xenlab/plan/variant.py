@@ -18,6 +18,7 @@ import attr
 from .. import schema
 from ..errors import Finding, Severity, XenlabError
 from ..images import kconfig
+from ..images.cache import gzipped
 from ..images.patches import FIXES
 from .chosen import CpupoolSpec, DomUSpec, SharedMem
 from .domains import DOMAIN_NAME_RE, SHM_ID_RE
@@ -29,7 +30,7 @@ MiB = 1 << 20
 # What a domain's own checks print on its console (rootfs/domU/sbin/xenlab-checks),
 # and what Dom0 or the console shows for the rest.
 DOMU_CHECKS = ("ping", "iomem", "shm")
-VARIANT_CHECKS = ("cpupool", "earlyprintk", "console")
+VARIANT_CHECKS = ("cpupool", "earlyprintk", "console", "heap")
 
 _INT = {"type": "integer", "minimum": 0}
 _TEXT = {"type": "string", "minLength": 1}
@@ -51,6 +52,7 @@ SCHEMA = _obj({
     "domains": {"type": "array", "minItems": 1, "items": _obj({
         "name": {"type": "string", "pattern": DOMAIN_NAME_RE.pattern},
         "kernel": _ROLE,
+        "compress": {"enum": ["gzip"]},  # the kernel as a gzip'd module: Xen decompresses it
         "ramdisk": _ROLE,
         "memory_mb": {"type": "integer", "minimum": 1},
         "vcpus": {"type": "integer", "minimum": 1, "maximum": 128},
@@ -71,6 +73,8 @@ SCHEMA = _obj({
         "cpus": {"type": "array", "minItems": 1, "items": _INT},
         "sched": {"type": "string", "pattern": r"^[a-z0-9_]{1,16}$"}}, required=["id", "cpus"])},
     "checks": {"type": "array", "items": {"enum": list(VARIANT_CHECKS)}},
+    # /chosen xen,static-heap: the RAM Xen takes every domain's memory from
+    "static_heap": {"type": "array", "items": _obj({"start": _INT, "size": _INT})},
     # false: Dom0 leaves the DomUs running at the end (a teardown Xen is known to hang in)
     "destroy": {"type": "boolean"},
 }, required=["description", "boards", "dom0", "domains"])
@@ -93,6 +97,7 @@ class DomainSpec:
     shared_mem: tuple[SharedMem, ...]
     cpupool: int | None
     checks: tuple[str, ...]
+    compress: str = ""  # "gzip": the kernel loads gzip'd
 
     def check_args(self) -> str:
         """The domain's checks as its init reads them: xenlab.checks=NAME[:ARG...],..."""
@@ -121,6 +126,7 @@ class Variant:
     checks: tuple[str, ...]
     destroy: bool = True
     xen_patches: tuple[str, ...] = ()  # hypervisor/patches/ applied to the Xen it builds
+    static_heap: tuple[tuple[int, int], ...] = ()  # (address, size) banks
 
     @property
     def builds_xen(self) -> bool:
@@ -145,7 +151,8 @@ class Variant:
         for d in self.domains:
             cmdline = " ".join(filter(None, [d.cmdline, f"xenlab.checks={d.check_args()}"
                                              if d.checks else ""]))
-            out.append(DomUSpec(d.name, _artifact(images, d.kernel, self, d.name, "kernel"),
+            kernel = _artifact(images, d.kernel, self, d.name, "kernel")
+            out.append(DomUSpec(d.name, gzipped(kernel) if d.compress == "gzip" else kernel,
                                 _artifact(images, d.ramdisk, self, d.name, "ramdisk") if d.ramdisk else None,
                                 d.memory_mb * 1024, d.vcpus, d.vpl011, cmdline, d.enhanced,
                                 d.static_mem, d.direct_map, d.shared_mem, d.cpupool))
@@ -153,7 +160,8 @@ class Variant:
 
     def plan_args(self, images) -> dict:
         """What BootPlan.build takes from the variant beside the board's files."""
-        return {"domus": self.domus(images), "cpupools": self.cpupools, "xen_cmdline": self.xen_cmdline}
+        return {"domus": self.domus(images), "cpupools": self.cpupools, "xen_cmdline": self.xen_cmdline,
+                "static_heap": self.static_heap}
 
     def domid(self, name: str) -> int:
         """Xen numbers dom0less domains 1, 2 ... in /chosen order."""
@@ -243,14 +251,18 @@ def _parse(path: Path) -> Variant:
             d.get("vpl011", True), d.get("enhanced", False), banks, d.get("direct_map", False),
             tuple(SharedMem(m["id"], m["host"], m["guest"], m["size"], m.get("role", ""))
                   for m in d.get("shared_mem", [])),
-            d.get("cpupool"), tuple(d.get("checks", []))))
+            d.get("cpupool"), tuple(d.get("checks", [])), d.get("compress", "")))
     checks = tuple(data.get("checks", []))
+    heap = tuple((b["start"], b["size"]) for b in data.get("static_heap", []))
     if "cpupool" in checks and not (pools and data["dom0"]):
         fail("checks", "'cpupool' is read by Dom0's `xl list -c`: it needs dom0: true and cpupools")
+    if "heap" in checks and not (heap and data["dom0"]):
+        fail("checks", "'heap' reads Dom0's /proc/iomem against static_heap: it needs dom0: true "
+             "and static_heap")
     return Variant(path.stem, path.resolve(), data["description"], tuple(data["boards"]),
                    tuple(data.get("xen_configs", [])), data.get("xen_cmdline", "").strip(),
                    data["dom0"], tuple(domains), pools, checks, data.get("destroy", True),
-                   tuple(data.get("xen_patches", [])))
+                   tuple(data.get("xen_patches", [])), heap)
 
 
 # --------------------------------------------------------------------------- the Xen it needs
