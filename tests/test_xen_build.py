@@ -233,6 +233,11 @@ def test_a_tree_builds_then_rebuilds_one_changed_file_in_place(xen_git):
     assert "1 file(s) changed" in proc.stderr  # the same work directory, one file synced
     assert second.xen["changeset"].endswith("-dirty") and second.dir != first.dir
     assert marker.encode() in second.path("xen").read_bytes()
+    # A hypervisor-only change keeps the toolstack: no make dist-tools, the same tools.
+    assert "make dist-tools" not in proc.stderr and "cached (no toolstack source changed)" in proc.stderr
+    builds = [json.loads((cache_root() / "xen-builds" / f"arm64-{s.xen['build']}" / "build.json").read_text())
+              for s in (first, second)]
+    assert builds[0]["tools"] == builds[1]["tools"] and builds[1]["commit"] == builds[0]["commit"]
 
     version_c.write_text(original + "\nthis is not C;\n")
     before = cache_entries()

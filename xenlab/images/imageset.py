@@ -242,7 +242,10 @@ def _xen_facts(m: Manifest, build, checked: dict, allow_mismatch: bool) -> dict:
         xen = {"version": xen_version(build.xen) or tools, "changeset": build.info["changeset"],
                "config": build.info["config"], "source": build.info["origin"],
                "build": build.info["key"], "kind": build.info["kind"], "tools_version": tools,
-               "patches": list(build.info.get("fixes", []))}
+               "patches": list(build.info.get("fixes", [])),
+               # a git source's commit and the fragments: what a bisection builds again
+               "commit": build.info.get("commit"),
+               "config_fragments": list(build.info.get("config_fragments", []))}
     else:
         pkg = m.package(m.xen["package"])
         tools = xen_version_of(pkg.version)

@@ -31,11 +31,11 @@ from pathlib import Path
 import attr
 
 from ..errors import XenlabError
-from . import buildlog, kconfig, patches, toolchains
+from . import buildlog, kconfig, patches, toolchains, xentools
 from .aptsuite import PrivateApt
 from .cache import build_aside, cache_root, sha256_bytes, sha256_file
 from .manifest import Manifest
-from .patches import FIXES, PATCHES_DIR, apply_fix
+from .patches import FIXES, PATCHES_DIR, apply_fix, patched_files
 from .toolchains import Toolchain, build_helpers, toolchain
 
 RECIPE_VERSION = "1"  # bump when the commands below change what a source produces
@@ -43,8 +43,6 @@ CONFIGURE = ["--prefix=/usr", "--disable-docs", "--disable-stubdom",
              "--disable-qemu-traditional", "--with-system-qemu=/usr/bin/qemu-system-i386",
              "--disable-golang", "--disable-ocamltools", "--disable-seabios", "--disable-rombios",
              "--disable-ipxe", "--disable-pvshim", "--disable-xsmpolicy", "--disable-werror"]
-# What a Dom0 needs of dist/install; headers, static libraries and docs stay behind.
-SKIP_INSTALLED = ("usr/include", "usr/share", "boot", "usr/lib/debug")
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -56,6 +54,7 @@ class XenSource:
     identity: str  # sha256 of what decides the source's bytes
     changeset: str  # git describe, or "<tarball name> sha256:<12 hex>"
     origin: str  # what the user named
+    commit: str | None = None  # a git source's HEAD (what a bisection names); None otherwise
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -134,7 +133,7 @@ def _git_source(tree: Path, spec: str) -> XenSource:
     material = hashlib.sha256(f"git {head_tree}\n".encode() + diff)
     material.update(_hash_files(tree, sorted(u.decode() for u in untracked if u)).encode())
     changeset = _git(tree, "describe", "--always", "--dirty", "--tags") or head_tree[:12]
-    return XenSource("git", tree, material.hexdigest(), changeset, spec)
+    return XenSource("git", tree, material.hexdigest(), changeset, spec, _git(tree, "rev-parse", "HEAD"))
 
 
 def _walk(tree: Path) -> list[str]:
@@ -228,7 +227,7 @@ def build_xen(source: XenSource, m: Manifest, config: kconfig.Config,
         fcntl.flock(lock, fcntl.LOCK_EX)  # two builds of one tree take turns
         t0 = time.monotonic()
         tree = work / "src"
-        changed = sync_tree(source, tree)
+        changed, index = sync_tree(source, tree)
         log(f"Xen source {source.changeset}: {changed} file(s) changed in {tree}")
         for fix in fixes:
             apply_fix(fix, source.tree, tree, attempt)
@@ -243,17 +242,27 @@ def build_xen(source: XenSource, m: Manifest, config: kconfig.Config,
         attempt.run(make + ["dist-xen"], tree, "hypervisor build (make dist-xen)", env=env)
         t_xen = time.monotonic() - t0
         configure = [f"--host={tc.triplet}", "--build=x86_64-linux-gnu", *CONFIGURE]
-        stamp, stamped = tree / ".xenlab-configure", " ".join(configure + sorted(helpers.values()))
-        if not (tree / "config.status").exists() or not stamp.exists() or \
-                stamp.read_text() != stamped:
-            log("./configure")
-            attempt.run(["./configure", *configure], tree, "toolstack configure", env=env)
-            stamp.write_text(stamped)
-        log("make dist-tools")
-        attempt.run(make + ["dist-tools"], tree, "toolstack build (make dist-tools)", env=env)
+        tools_key = xentools.tools_key(index, {
+            "recipe": [RECIPE_VERSION, sha256_file(Path(toolchains.__file__))], "arch": tc.xen_arch,
+            "toolchain": versions, "configure": configure, "link": list(tc.link_libraries),
+            "patches": [sha256_file(PATCHES_DIR / FIXES[f]) for f in fixes
+                        if any(map(xentools.builds_tools, patched_files(PATCHES_DIR / FIXES[f])))]})
+        tools = xentools.cached_tools(tc.xen_arch, tools_key)
+        if tools is not None:
+            log(f"toolstack {tools.name}: cached (no toolstack source changed)")
+        else:
+            stamp, stamped = tree / ".xenlab-configure", " ".join(configure + sorted(helpers.values()))
+            if not (tree / "config.status").exists() or not stamp.exists() or \
+                    stamp.read_text() != stamped:
+                log("./configure")
+                attempt.run(["./configure", *configure], tree, "toolstack configure", env=env)
+                stamp.write_text(stamped)
+            log("make dist-tools")
+            attempt.run(make + ["dist-tools"], tree, "toolstack build (make dist-tools)", env=env)
+            tools = xentools.store_tools(tree, tc.xen_arch, tools_key)
         t_tools = time.monotonic() - t0 - t_xen
         with build_aside(final) as out:
-            _collect(tree, out, source, tc, config, fixes, key, versions,
+            _collect(tree, out, source, tc, config, fixes, key, versions, tools,
                      {"hypervisor_s": round(t_xen, 1), "tools_s": round(t_tools, 1)})
     attempt.done()
     prune_work_dirs(work.parent, keep=work)
@@ -279,8 +288,9 @@ def prune_work_dirs(root: Path, keep: Path, max_age: float = WORK_DIR_MAX_AGE_S)
         lock.unlink(missing_ok=True)
 
 
-def sync_tree(source: XenSource, tree: Path) -> int:
-    """Make `tree` hold exactly the source's files, touching only those that changed."""
+def sync_tree(source: XenSource, tree: Path) -> tuple[int, dict]:
+    """Make `tree` hold exactly the source's files, touching only those that changed:
+    (files changed, {name: [size, mtime_ns, sha256 or link target]})."""
     names = git_files(source.tree) if source.kind == "git" else _walk(source.tree)
     index_path = tree / ".xenlab-sync.json"
     try:
@@ -316,7 +326,7 @@ def sync_tree(source: XenSource, tree: Path) -> int:
             with_gone.unlink()
             changed += 1
     index_path.write_text(json.dumps(new_index))
-    return changed
+    return changed, new_index
 
 
 def xen_version_of_tree(tree: Path) -> str:
@@ -329,7 +339,7 @@ def xen_version_of_tree(tree: Path) -> str:
 
 
 def _collect(tree: Path, out: Path, source: XenSource, tc: Toolchain, config: kconfig.Config,
-             fixes, key: str, versions: dict, times: dict) -> None:
+             fixes, key: str, versions: dict, tools: Path, times: dict) -> None:
     boot = tree / "dist" / "install" / "boot"
     images = sorted(p for p in boot.glob("xen-*") if not p.name.endswith((".config", ".gz"))
                     and p.is_file() and not p.is_symlink())
@@ -337,12 +347,10 @@ def _collect(tree: Path, out: Path, source: XenSource, tc: Toolchain, config: kc
         raise XenlabError(f"make dist-xen left no hypervisor in {boot}")
     shutil.copyfile(images[0], out / "xen")
     shutil.copyfile(tree / "xen" / ".config", out / "xen.config")
-    installed = tree / "dist" / "install"
-    shutil.copytree(installed, out / "tools", symlinks=True,
-                    ignore=lambda d, names: [n for n in names if os.path.relpath(
-                        os.path.join(d, n), installed) in SKIP_INSTALLED or n.endswith(".a")])
+    xentools.link_tools(tools, out / "tools")
     info = {"key": key, "kind": source.kind, "origin": source.origin,
-            "changeset": source.changeset, "identity": source.identity,
+            "changeset": source.changeset, "commit": source.commit, "identity": source.identity,
+            "tools": tools.name,
             "xen_version": xen_version_of_tree(tree), "xen_target_arch": tc.xen_arch,
             "config": config.name, "config_fragments": list(config.fragments), "fixes": list(fixes),
             "toolchain": versions, "seconds": times}

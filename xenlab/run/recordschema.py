@@ -66,8 +66,9 @@ INFO = {
         "xen_build": {"oneOf": [{"type": "null"}, {
             "type": "object",
             "properties": {key: _OPT_TEXT for key in (
-                "build", "changeset", "config", "kind", "source", "tools_version", "version")}
-            | {"mismatch": {"oneOf": [{"type": "null"}, _VERSIONS]}}}]},
+                "build", "changeset", "commit", "config", "kind", "source", "tools_version", "version")}
+            | {"mismatch": {"oneOf": [{"type": "null"}, _VERSIONS]},
+               "config_fragments": {"type": "array", "items": _TEXT}}}]},
         "stage_marks": {"type": "object", "additionalProperties": {"type": "number"}},
         "doctor": {"type": "array", "items": {"type": "string"}},  # its findings before power-on
     },
