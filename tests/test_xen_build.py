@@ -322,6 +322,10 @@ def test_an_interrupted_build_leaves_nothing_in_the_cache(xen_git):
     assert "xenlab: interrupted" in err and "Traceback" not in err
     assert cache_entries() == before
     nothing_partial()
+    # The work directory it left may hold half-built objects: the next build cleans first.
+    again = xenlab("images", "build", "--arch", "arm64", "--xen-source", str(tree), "--xen-config", "cpupools")
+    built_set(again)
+    assert "was interrupted: make clean-xen first" in again.stderr, again.stderr[-2000:]
 
 
 def test_a_patch_applies_once_to_a_work_tree_that_already_has_it(tmp_path):

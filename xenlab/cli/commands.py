@@ -25,7 +25,8 @@ from ..plan.variant import list_variants, load_variant, variant_findings
 from ..plan.stage import SCRIPT_NAME, stage
 from ..plan.bootplan import script_load_name as plan_script_name
 from ..reports import dashboard, nightly, testday
-from ..run import compare, matrix
+from ..run import bisect, compare, matrix
+from ..run.bisectstate import read_bisections
 from ..run.farmfile import load_farm
 from ..run.health import HEALTH_UNAVAILABLE, gate
 from ..run.junit import format_run
@@ -298,7 +299,10 @@ def cmd_nightly(args, log=print) -> int:
     results = Path(args.results)
     targets = load_farm(args.farm).select(target_list(args.targets)) \
         if not (args.no_run and args.skip_images) else []
-    if not args.skip_images:
+    image_sets = {}
+    if args.xen_source and not args.no_run:  # tonight's Xen, built from a tree (and bisectable)
+        image_sets = candidate_sets(targets, args.xen_source, args.xen_config, log=log, build_log=_stderr)
+    elif not args.skip_images:
         for arch in sorted({t.arch for t in targets}):
             image_set = build_image_set(arch, log=_stderr)
             log(f"image set {arch}: {image_set.dir.name} (Xen {image_set.xen_version})")
@@ -310,19 +314,23 @@ def cmd_nightly(args, log=print) -> int:
     else:
         if args.variants:
             runs = matrix.variant_runs(load_farm(args.farm), target_list(args.targets),
-                                       _variants(args.variants), results.resolve())
+                                       _variants(args.variants), results.resolve(), image_sets)
             runs, interrupted = run_all(runs, Path(args.farm).resolve(), results.resolve(),
                                         args.tester, args.jobs or len(runs), sys.stdout, args.health)
         else:
             runs, interrupted = run_farm(args.farm, targets, results, args.tester, args.jobs,
-                                         health=args.health)
+                                         health=args.health, image_sets=image_sets)
         if interrupted:
             log("nightly interrupted: no comparison")
             return 130
         current = {r.lane: r for r in finished_records(runs)[0]}
         history, unreadable = scan_runs(results)
     comparison = compare.compare(compare.previous_runs(history, current), current)
-    log(nightly.format_summary(comparison, results.resolve(), unreadable))
+    if args.bisect:  # each new regression of a tree's build: its first bad commit
+        for line in bisect.bisect_regressions(comparison, history, args.farm, results, args.tester):
+            _stderr(line)
+    log(nightly.format_summary(comparison, results.resolve(), unreadable,
+                               read_bisections(results)[0] if results.is_dir() else ()))
     return 1 if comparison.regressions else 0
 
 

@@ -16,6 +16,7 @@ from ..images.imageset import OVERRIDABLE
 from ..images.manifest import ARCHES
 from ..run.health import HEALTH_DEPTHS
 from ..run.record import default_results_dir
+from .bisect import cmd_bisect
 from .arguments import (ArgumentParser, existing_dir, existing_file, output_dir, output_file,
                         port, positive_int, run_name, seconds, text, writable_dir)
 from .commands import (cmd_bench, cmd_dashboard, cmd_doctor, cmd_health, cmd_images_build,
@@ -158,7 +159,38 @@ def build_parser() -> ArgumentParser:
     ni.add_argument("--tester", default="nightly", type=text, help="recorded as the tester (default: nightly)")
     ni.add_argument("--variants", help="comma-separated board variants, each on the boards it is "
                                        "for and compared within its own lane (default: the dom0 smoke test)")
+    ni.add_argument("--xen-source", metavar="SOURCE",
+                    help="tonight's Xen: a tree (e.g. xen.git, pulled before), a tarball or 'debian', "
+                         "built once per arch")
+    ni.add_argument("--xen-config", action="append", default=[], metavar="NAME|FILE",
+                    help="Kconfig fragments for --xen-source (repeatable)")
+    ni.add_argument("--bisect", action="store_true",
+                    help="bisect each new regression whose Xen (tonight's and last night's) was "
+                         "built from one git tree, and name its first bad commit in the summary")
     ni.set_defaults(func=cmd_nightly)
+
+    bi = sub.add_parser("bisect", help="the first bad Xen commit of a tree for a board's failure: "
+                                       "each probe builds, boots and runs up to the failing step")
+    bi.add_argument("--xen-source", metavar="TREE", help="the Xen git tree (never changed: a private "
+                                                          "clone is bisected)")
+    bi.add_argument("--good", metavar="REV", help="a commit that passes")
+    bi.add_argument("--bad", metavar="REV", help="a commit that fails, after --good")
+    bi.add_argument("--target", help="the farm target to probe on")
+    bi.add_argument("--variant", help="a board variant (boards/variants/) to run instead of the dom0 smoke test")
+    bi.add_argument("--step", help="the step to bisect (default: the first failing step of --bad, "
+                                   "probed first)")
+    bi.add_argument("--config", dest="xen_config", action="append", default=[], metavar="NAME|FILE",
+                    help="Kconfig fragments to build every probe with (repeatable)")
+    bi.add_argument("--from", dest="from_run", type=run_name, metavar="RUN-ID",
+                    help="bisect a regression: the good and bad builds, target, variant and step "
+                         "from its run record and the run before it")
+    bi.add_argument("--resume", type=run_name, metavar="ID", help="go on with an interrupted bisection")
+    bi.add_argument("--id", type=run_name, help="the bisection's id (default: bisect-<time>)")
+    bi.add_argument("--farm", default=Path("farm.yaml"), type=existing_file,
+                    help="labgrid env file (default: farm.yaml)")
+    bi.add_argument("--results", default=str(default_results_dir()), type=output_dir, help=results_help)
+    bi.add_argument("--tester", default="bisect", type=text, help="recorded as the tester")
+    bi.set_defaults(func=cmd_bisect)
 
     da = sub.add_parser("dashboard", help="build the static results dashboard "
                                           "(board × night matrix, board and run pages)")

@@ -244,7 +244,7 @@ def _xen_facts(m: Manifest, build, checked: dict, allow_mismatch: bool) -> dict:
                "build": build.info["key"], "kind": build.info["kind"], "tools_version": tools,
                "patches": list(build.info.get("fixes", [])),
                # a git source's commit and the fragments: what a bisection builds again
-               "commit": build.info.get("commit"),
+               "commit": build.info.get("commit"), "tree": build.info.get("tree"),
                "config_fragments": list(build.info.get("config_fragments", []))}
     else:
         pkg = m.package(m.xen["package"])

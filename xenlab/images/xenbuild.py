@@ -237,9 +237,22 @@ def build_xen(source: XenSource, m: Manifest, config: kconfig.Config,
                    LC_ALL="C", **helpers)  # configure reads APPEND_LIB into config/Tools.mk
         make = ["make", f"-j{os.cpu_count() or 2}", f"XEN_TARGET_ARCH={tc.xen_arch}",
                 f"CROSS_COMPILE={tc.cross}", f"PYTHON={helpers['PYTHON']}"]
+        # A build killed mid-way (Ctrl-C, a cancelled job) can leave an object without its
+        # dependency file, which fails every later build here: clean what it was building.
+        building = tree / ".xenlab-building"
+        if building.exists():
+            phase = building.read_text().strip() if building.read_text().strip() in ("xen", "tools") else "xen"
+            log(f"the last {phase} build in {work} was interrupted: make clean-{phase} first")
+            attempt.run(make + [f"clean-{phase}"], tree, f"clean-{phase} after an interrupted build",
+                        env=env, ok=range(256))
         kconfig.configure(tree, config, make, env, attempt)
+        building.write_text("xen")
         log("make dist-xen")
-        attempt.run(make + ["dist-xen"], tree, "hypervisor build (make dist-xen)", env=env)
+        try:
+            attempt.run(make + ["dist-xen"], tree, "hypervisor build (make dist-xen)", env=env)
+        except buildlog.BuildFailure:
+            building.unlink()  # make stopped on an error: what it left is consistent
+            raise
         t_xen = time.monotonic() - t0
         configure = [f"--host={tc.triplet}", "--build=x86_64-linux-gnu", *CONFIGURE]
         tools_key = xentools.tools_key(index, {
@@ -258,8 +271,14 @@ def build_xen(source: XenSource, m: Manifest, config: kconfig.Config,
                 attempt.run(["./configure", *configure], tree, "toolstack configure", env=env)
                 stamp.write_text(stamped)
             log("make dist-tools")
-            attempt.run(make + ["dist-tools"], tree, "toolstack build (make dist-tools)", env=env)
+            building.write_text("tools")
+            try:
+                attempt.run(make + ["dist-tools"], tree, "toolstack build (make dist-tools)", env=env)
+            except buildlog.BuildFailure:
+                building.unlink()
+                raise
             tools = xentools.store_tools(tree, tc.xen_arch, tools_key)
+        building.unlink()
         t_tools = time.monotonic() - t0 - t_xen
         with build_aside(final) as out:
             _collect(tree, out, source, tc, config, fixes, key, versions, tools,
@@ -350,6 +369,7 @@ def _collect(tree: Path, out: Path, source: XenSource, tc: Toolchain, config: kc
     xentools.link_tools(tools, out / "tools")
     info = {"key": key, "kind": source.kind, "origin": source.origin,
             "changeset": source.changeset, "commit": source.commit, "identity": source.identity,
+            "tree": str(source.tree) if source.kind in ("git", "tree") else None,
             "tools": tools.name,
             "xen_version": xen_version_of_tree(tree), "xen_target_arch": tc.xen_arch,
             "config": config.name, "config_fragments": list(config.fragments), "fixes": list(fixes),

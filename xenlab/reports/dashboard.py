@@ -37,6 +37,7 @@ import jinja2
 from ..console_text import clean_lines
 from ..errors import XenlabError
 from ..run.compare import Change, change_between, compare
+from ..run.bisectstate import BISECT_DIR, read_bisections
 from ..run.record import RunRecord
 from .dashindex import Changes, open_index, unreadable_reasons, update_index
 from .plot import plot
@@ -217,7 +218,8 @@ def build(results: Path | str, out: Path | str, *, index_nights: int = INDEX_NIG
         stats.read = sum(r is not None for r in changes.runs.values())
         stats.removed = len(changes.runs) - stats.read
         stats.unreadable = len(unreadable_reasons(db))
-        if changes.runs or changes.unreadable or not (out / "index.html").exists():
+        if changes.runs or changes.unreadable or not (out / "index.html").exists() or \
+                _bisected_since(results, out / "index.html"):
             site = Site(out)
             stats.pages = _render(db, results, site, changes, index_nights, board_nights)
             stats.refused = site.refused
@@ -225,6 +227,15 @@ def build(results: Path | str, out: Path | str, *, index_nights: int = INDEX_NIG
         db.close()
     stats.seconds = time.monotonic() - t0
     return stats
+
+
+def _bisected_since(results: Path, index: Path) -> bool:
+    """A bisection written after the index: its answer belongs next to its regression."""
+    try:
+        built = index.stat().st_mtime_ns
+    except OSError:
+        return True
+    return any(p.stat().st_mtime_ns > built for p in (results / BISECT_DIR).glob("*/bisect.json"))
 
 
 def _render(db, results: Path, site: Site, changes: Changes, index_nights: int,
@@ -256,11 +267,18 @@ def _render(db, results: Path, site: Site, changes: Changes, index_nights: int,
     m = matrix(db, nights)
     boards = [r[0] for r in db.execute("SELECT DISTINCT target FROM runs ORDER BY 1")]
     pages += _builds_pages(env, db, site)
+    bisections, unreadable = read_bisections(results)
+    for b in bisections:  # a regression's bisection: its answer and its probes
+        pages += site.write(site.path("bisect", b.id), env.get_template("bisect.html").render(
+            root="../", title=f"Bisection {b.id}", b=b))
+    bisected = {(b.data["target"], b.data["from_run"]): b for b in sorted(
+        bisections, key=lambda b: b.data["started"]) if b.data.get("from_run")}
     # Last: the index lists the pages refused above with the records that could not be read.
     return pages + site.write(site.path("index"), env.get_template("index.html").render(
         root="", title="xenlab: nightly board results", m=m, s=summary(db, m), months=months,
         boards=boards, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        unreadable=unreadable_reasons(db) + site.refused))
+        bisected=bisected, unreadable=unreadable_reasons(db) + [why for _, why in unreadable]
+        + site.refused))
 
 
 def build_page(label: str) -> str:

@@ -24,7 +24,7 @@ from ..run.record import NAME_RE, RunRecord
 from ..schema import show
 
 SCHEMA = 5  # 5: runs.lane; 4: unreadable; 3: runs.build; 2: runs.target (1 said board)
-PAGE_DIRS = ("runs", "boards", "nights", "builds")  # what a build writes besides index.html
+PAGE_DIRS = ("runs", "boards", "nights", "builds", "bisect")  # what a build writes besides index.html
 
 
 _DDL = """

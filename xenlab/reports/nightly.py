@@ -17,6 +17,7 @@ from typing import Sequence
 
 from ..console_text import clean_lines, excerpt
 from ..errors import Status
+from ..run.bisectstate import explaining
 from ..run.compare import Change, Comparison, night, verdict
 from ..run.record import RunRecord, Unreadable
 
@@ -34,7 +35,7 @@ EXCERPT_LINES = 12
 
 
 def format_summary(comparison: Comparison, results: Path | None = None,
-                   unreadable: Sequence[Unreadable] = ()) -> str:
+                   unreadable: Sequence[Unreadable] = (), bisections: Sequence = ()) -> str:
     """The cron mail: a headline of counts, then one section per category.
 
     A regression carries a console excerpt around its evidence (the
@@ -72,9 +73,21 @@ def format_summary(comparison: Comparison, results: Path | None = None,
                 out.append(f"      log {shown}")
                 if e.change is Change.REGRESSION:
                     out += ["      | " + l for l in _excerpt(run).splitlines()]
+                    b = explaining(bisections, run.target, run.run_id)
+                    if b is not None:
+                        out.append(f"      bisection {b.id}: {_bisected(b)}")
     if unreadable:
         out += ["", "COULD NOT READ"] + [f"  {_one_line(u.reason)}" for u in unreadable]
     return "\n".join(out)
+
+
+def _bisected(b) -> str:
+    d = b.data
+    if d.get("first_bad"):
+        return f"first bad commit {d['first_bad']['commit']} {_one_line(d['first_bad']['subject'])}"
+    if d.get("candidates"):
+        return "first bad commit one of " + ", ".join(c["commit"][:12] for c in d["candidates"])
+    return f"{d['status']} after {len(d['probes'])} probe(s)"
 
 
 def _one_line(text: str) -> str:

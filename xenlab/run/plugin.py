@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from .farmfile import Farm, load_farm, read_config
 from .junit import format_run
 from .placeguard import check_place, hold_place, place_lost
 from . import variantplugin
-from .variantplugin import target_names, variant_of
+from .variantplugin import step_of as step_name, target_names, variant_of
 from .known_issues import failure_text, load_known_issues, match as match_known_issue
 from .record import RunRecord, default_results_dir
 from .teardown import close_board, interrupt_reason, interrupted_line
@@ -124,11 +125,6 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("board", names, indirect=True, scope="session")
 
 
-def step_name(item) -> str:
-    name = getattr(item, "originalname", None) or item.name
-    return name[5:] if name.startswith("test_") else name
-
-
 class Board:
     """A target booted by its XenStrategy, with its run record."""
 
@@ -192,7 +188,7 @@ def board(request):
     record = RunRecord.start(root, target.name, profile=farm_target.profile, arch="?",
                              tester=request.config.getoption("--xenlab-tester"),
                              run_id=request.config.getoption("--xenlab-run-id"),
-                             info={"variant": variant.name} if variant else None)
+                             info=run_info(variant))
     b = Board(target, record, request.config.getoption("--xenlab-tester"))
     _BOARDS[target.name] = b
     b.lease = lease
@@ -217,6 +213,22 @@ def board(request):
     yield b
     check_place(b, lease)
     _finish(b)
+
+
+def run_info(variant) -> dict | None:
+    """The record's first facts: the variant, and what the caller tags the run with
+    (XENLAB_RUN_INFO, a JSON object: a bisection's id, commit and probe)."""
+    info = {"variant": variant.name} if variant else {}
+    tags = os.environ.get("XENLAB_RUN_INFO")
+    if tags:
+        try:
+            extra = json.loads(tags)
+        except ValueError:
+            extra = None
+        if not isinstance(extra, dict):
+            raise pytest.UsageError(f"xenlab: XENLAB_RUN_INFO {tags[:80]!r} is not a JSON object")
+        info.update(extra)
+    return info or None
 
 
 def _finish(b: Board, abort_reason: str | None = None) -> None:

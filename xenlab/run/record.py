@@ -113,8 +113,11 @@ class RunRecord:
     def lane(self) -> str:
         """The target, and the board variant it ran if any: runs compare within one lane
         (a matrix run of qemu-arm64 dom0less is no baseline for its dom0 smoke test)."""
-        variant = self.info.get("variant") if isinstance(self.info, dict) else None
-        return f"{self.target} [{variant}]" if isinstance(variant, str) and variant else self.target
+        info = self.info if isinstance(self.info, dict) else {}
+        # A bisection's probes share a lane of their own: never a night's baseline.
+        tags = [v for v in (info.get("variant"), "bisect" if info.get("bisection") else None)
+                if isinstance(v, str) and v]
+        return f"{self.target} [{' '.join(tags)}]" if tags else self.target
 
     # -- files
 

@@ -66,11 +66,15 @@ INFO = {
         "xen_build": {"oneOf": [{"type": "null"}, {
             "type": "object",
             "properties": {key: _OPT_TEXT for key in (
-                "build", "changeset", "commit", "config", "kind", "source", "tools_version", "version")}
+                "build", "changeset", "commit", "config", "kind", "source", "tools_version", "tree",
+                "version")}
             | {"mismatch": {"oneOf": [{"type": "null"}, _VERSIONS]},
-               "config_fragments": {"type": "array", "items": _TEXT}}}]},
+               "config_fragments": {"type": "array", "items": _TEXT},
+               "patches": {"type": "array", "items": _TEXT}}}]},
         "stage_marks": {"type": "object", "additionalProperties": {"type": "number"}},
         "doctor": {"type": "array", "items": {"type": "string"}},  # its findings before power-on
+        "bisection": {"type": "object", "required": ["id", "commit"],  # a bisection's probe
+                      "properties": {"id": _TEXT, "commit": _TEXT, "probe": {"type": "integer"}}},
     },
 }
 

@@ -10,6 +10,7 @@ the plugin turns into ABORTED records).  Test Day and the nightly both use it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -56,6 +57,8 @@ class TargetRun:
     image_set: Path | None = attr.ib(default=None)  # the set to boot (XENLAB_IMAGE_SET)
     variant: str | None = attr.ib(default=None)  # a board variant (XENLAB_VARIANT); None: dom0 smoke
     build: str | None = attr.ib(default=None)  # the matrix's name for the Xen it boots
+    until: str | None = attr.ib(default=None)  # the last step to run (XENLAB_UNTIL); None: all
+    tags: dict | None = attr.ib(default=None)  # facts for the record's info (XENLAB_RUN_INFO)
 
     def env(self) -> dict:
         env = dict(os.environ)
@@ -63,6 +66,10 @@ class TargetRun:
             env["XENLAB_IMAGE_SET"] = str(self.image_set)
         if self.variant is not None:
             env["XENLAB_VARIANT"] = self.variant
+        if self.until is not None:
+            env["XENLAB_UNTIL"] = self.until
+        if self.tags:
+            env["XENLAB_RUN_INFO"] = json.dumps(self.tags)
         return env
 
     @property

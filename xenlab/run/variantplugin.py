@@ -1,4 +1,5 @@
-"""Which smoke test a pytest run is: the dom0 one, or a board variant's (`--xenlab-variant`).
+"""Which smoke test a pytest run is: the dom0 one, or a board variant's (`--xenlab-variant`),
+and how far it goes (`--xenlab-until STEP`: a bisection probe stops at the step it bisects).
 
 A test module says which it belongs to (`pytestmark = pytest.mark.xenlab_mode("dom0")`
 or "dom0less"), and a step what it needs (`@pytest.mark.xenlab_needs("dom0", "ping")`).
@@ -21,10 +22,14 @@ _VARIANT_KEY = pytest.StashKey["Variant | None"]()
 
 
 def pytest_addoption(parser):
-    parser.getgroup("xenlab").addoption(
+    group = parser.getgroup("xenlab")
+    group.addoption(
         "--xenlab-variant", default=os.environ.get("XENLAB_VARIANT") or None,
         help="board variant (boards/variants/NAME.yaml: dom0less, without-dom0, staticmem ...); "
              "default: the dom0 smoke test")
+    group.addoption(
+        "--xenlab-until", default=os.environ.get("XENLAB_UNTIL") or None, metavar="STEP",
+        help="run the steps up to and including STEP (e.g. xen_boots), as a bisection probe does")
 
 
 def pytest_configure(config):
@@ -76,9 +81,24 @@ def pytest_collection_modifyitems(config, items):
         wrong_mode = marks and marks[0].args[0] != mode
         needs = {n for m in item.iter_markers("xenlab_needs") for n in m.args}
         (drop if wrong_mode or not needs <= have else keep).append(item)
+    until = config.getoption("--xenlab-until", None)
+    if until:
+        steps = [step_of(item) for item in keep]
+        if until not in steps:
+            raise pytest.UsageError(f"xenlab: --xenlab-until {until}: no such step in the {mode} smoke "
+                                    f"test (steps: {', '.join(dict.fromkeys(steps))})")
+        last = max(i for i, s in enumerate(steps) if s == until)
+        drop += keep[last + 1:]
+        keep = keep[:last + 1]
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def step_of(item) -> str:
+    """A test's step name, as run records name it: the test function without 'test_'."""
+    name = getattr(item, "originalname", None) or item.name
+    return name[5:] if name.startswith("test_") else name
 
 
 def target_names(config, farm, given: list[str]) -> list[str]:
