@@ -73,7 +73,7 @@ class Request:
 
 
 def request(farm_path, tree: str, good: str, bad: str, target: str, variant: str | None = None,
-            step: str | None = None, configs=(), **known) -> Request:
+            step: str | None = None, configs=()) -> Request:
     """A Request with every argument checked first: one line for the first bad one."""
     top = toplevel(tree)
     good_sha, bad_sha = commit_of(top, good, "--good"), commit_of(top, bad, "--bad")
@@ -90,7 +90,7 @@ def request(farm_path, tree: str, good: str, bad: str, target: str, variant: str
         raise XenlabError(f"--step {step}: no such step in the {'variant' if variant else 'dom0'} smoke "
                           f"test (steps: {', '.join(steps)})")
     return Request(top, good_sha, bad_sha, farm_target.name, variant, step, configs=tuple(configs),
-                   fixes=known.pop("fixes", fixes), **known)
+                   fixes=fixes)
 
 
 def from_regression(bad: RunRecord, history) -> Request:
@@ -174,7 +174,7 @@ class Bisector:
         try:
             with sigterm_as_interrupt(), BisectClone(Path(d["tree"]), (d["good"], d["bad"])) as clone:
                 if not d["step"]:  # learn the step from the bad commit itself
-                    said = clone.start(d["good"], d["bad"])
+                    clone.start(d["good"], d["bad"])
                     self._probe(state, clone, d["bad"], until=None)
                     if state.probes[-1]["verdict"] != "bad":
                         return self._end(state, "failed", f"the --bad commit {d['bad'][:12]} does not "
@@ -303,7 +303,8 @@ def judge(record: RunRecord | None, step: str | None, expected: str | None):
     steps = record.steps
     failed = next((s for s in steps if s.status not in (Status.PASS, Status.SKIP)), None)
     mine = next((s for s in steps if s.name == step), None) if step else None
-    if failed is None and (mine is not None or step is None) and record.verdict is Status.PASS:
+    if failed is None and record.verdict is Status.PASS and \
+            (step is None or (mine is not None and mine.status is Status.PASS)):
         return "good", f"{step or 'every step'} PASS", (None, None)
     if failed is None or failed.status in _LAB or record.verdict in (Status.ERROR, Status.ABORTED):
         what = failed or record
