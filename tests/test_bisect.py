@@ -24,6 +24,7 @@ import pytest
 from xenlab.errors import Status, XenlabError
 from xenlab.reports import dashboard, nightly
 from xenlab.run import bisect, compare
+from xenlab.run.bisectgit import BisectClone
 from xenlab.run.bisectstate import Bisection, read_bisections
 from xenlab.run.record import RunRecord, scan_runs
 from xenlab.run.steps import Step, compute_verdict
@@ -105,6 +106,20 @@ def test_resume_and_from_need_what_they_name(tmp_path):
              "--from 20260101T000000Z-abcdef: no such run under")
     one_line(xenlab("bisect", "--good", "a", "--results", str(tmp_path)),
              "give --xen-source, --bad, --target")
+
+
+def test_skips_that_leave_git_undecided_give_every_candidate(small_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("XENLAB_CACHE", str(tmp_path / "cache"))
+    repo, shas = small_repo
+    with BisectClone(repo, (shas["a"], shas["c"])) as clone:
+        said = clone.start(shas["a"], shas["c"])
+        assert clone.outcome(said) is None and clone.head() == shas["b"]
+        said = clone.mark(shas["b"], "skip")
+        assert clone.outcome(said) == [shas["b"], shas["c"]]  # as git bisect lists them
+        said = clone.start(shas["a"], shas["c"], [(shas["b"], "good")])  # a resumed bisection
+        assert clone.outcome(said) == [shas["c"]]
+    assert subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
+                          text=True).stdout == ""
 
 
 # --------------------------------------------------------------------------- verdicts
