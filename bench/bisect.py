@@ -64,13 +64,13 @@ def main(argv=None) -> int:
     try:
         # Alternately a history where every commit builds and one with a commit that does not.
         runs = [bisect_once(work, n, broken=bool(n % 2)) for n in range(args.runs)]
-        print(f"{'run':>3} {'history':<22} {'probes':>6} {'median probe s':>14} {'first probe s':>13} {'wall s':>7}")
+        print(f"{'run':>3} {'history':<25} {'probes':>6} {'median probe s':>14} {'first probe s':>13} {'wall s':>7}")
         probe_s = []
         for n, r in enumerate(runs):
             times = [p.get("build_s", 0) + (p.get("boot_s") or 0) for p in r["probes"]]
             probe_s += times
             what = f"commit {BROKEN_AT} does not build" if r["broken"] else "every commit builds"
-            print(f"{n:>3} {what:<22} {len(times):>6} {statistics.median(times):>14.1f} {times[0]:>13.1f} "
+            print(f"{n:>3} {what:<25} {len(times):>6} {statistics.median(times):>14.1f} {times[0]:>13.1f} "
                   f"{r['wall']:>7.1f}")
         most = {b: max((len(r["probes"]) for r in runs if r["broken"] == b), default=0) for b in (False, True)}
         print(f"\n{COMMITS} commits: median probe {statistics.median(probe_s):.1f} s over {len(probe_s)} probes "
