@@ -35,7 +35,7 @@ from ..images.imageset import build_image_set
 from ..lab.signals import sigterm_as_interrupt
 from ..plan.variant import load_variant
 from . import compare
-from .bisectgit import BisectClone, check_range, commit_of, describe, git, toplevel
+from .bisectgit import BisectClone, check_range, commit_of, describe, toplevel
 from .bisectstate import Bisection, now
 from .farmfile import load_farm
 from .record import RunRecord, new_run_id, safe_name, scan_runs
@@ -205,7 +205,7 @@ class Bisector:
         commit = describe(clone.path, sha)
         self.out.write(f"probe {n}: {commit.short()}\n")
         self.out.flush()
-        git_checkout(clone, sha)
+        clone.checkout(sha)
         probe = {"n": n, "commit": sha, "subject": commit.subject, "run_id": None, "build_log": None}
         t0 = time.monotonic()
         try:
@@ -288,12 +288,6 @@ class Bisector:
         if d.get("candidates"):
             return f"{len(d['candidates'])} candidates (skipped commits left git undecided)"
         return d.get("reason") or d["status"]
-
-
-def git_checkout(clone: BisectClone, sha: str) -> None:
-    # git bisect checks the commit out; a resumed or retried probe makes sure of it.
-    if clone.head() != sha:
-        git(clone.path, "checkout", "--quiet", "--force", sha)
 
 
 def judge(record: RunRecord | None, step: str | None, expected: str | None):

@@ -137,6 +137,12 @@ class BisectClone:
     def head(self) -> str:
         return git(self.path, "rev-parse", "HEAD").stdout.strip()
 
+    def checkout(self, sha: str) -> None:
+        """The commit to probe in the work tree: git bisect's choice already, or the --bad
+        commit probed first."""
+        if self.head() != sha:
+            git(self.path, "checkout", "--quiet", "--force", sha)
+
     def outcome(self, said: str) -> list[str] | None:
         """The first bad commit (one) or its candidates (several, when skips leave more
         than one), from what git said after a mark; None while bisecting goes on."""
