@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..console_text import clean_lines, excerpt
+from ..console_text import clean_lines
 from ..errors import Status
 from ..run.bisectstate import explaining
 from ..run.compare import Change, Comparison, night, verdict
@@ -72,7 +72,7 @@ def format_summary(comparison: Comparison, results: Path | None = None,
                 shown = log.relative_to(results) if results and _under(log, results) else log
                 out.append(f"      log {shown}")
                 if e.change is Change.REGRESSION:
-                    out += ["      | " + l for l in _excerpt(run).splitlines()]
+                    out += ["      | " + l for l in run.failure_excerpt(EXCERPT_LINES).splitlines()]
                     b = explaining(bisections, run.target, run.run_id)
                     if b is not None:
                         out.append(f"      bisection {b.id}: {_bisected(b)}")
@@ -101,9 +101,3 @@ def _under(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _excerpt(run: RunRecord) -> str:
-    bad = next((s for s in run.steps if s.status not in (Status.PASS, Status.SKIP)), None)
-    around = bad.evidence[-1] if bad and bad.evidence else ""
-    return excerpt(run.console_log, around, lines=EXCERPT_LINES)

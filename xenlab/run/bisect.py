@@ -29,7 +29,6 @@ from typing import TextIO
 
 import attr
 
-from ..console_text import excerpt
 from ..errors import Status, XenlabError
 from ..images.imageset import build_image_set
 from ..lab.signals import sigterm_as_interrupt
@@ -267,7 +266,7 @@ class Bisector:
             if record is None and c.sha == state.data["bad"] and state.data.get("from_run"):
                 record = self._record_of(state, state.data["from_run"])
             if record is not None:
-                entry.update(run_id=record.run_id, excerpt=failing_excerpt(record))
+                entry.update(run_id=record.run_id, excerpt=record.failure_excerpt(EXCERPT_LINES))
             entries.append(entry)
         if len(entries) == 1:
             state.data["first_bad"] = entries[0]
@@ -310,12 +309,6 @@ def judge(record: RunRecord | None, step: str | None, expected: str | None):
             return "bad", f"{said}, not [{expected}] as bisected", (failed.name, failed.classification)
         return "bad", said, (failed.name, failed.classification)
     return "bad", f"{said}, before {step}", (failed.name, failed.classification)
-
-
-def failing_excerpt(record: RunRecord) -> str:
-    bad = next((s for s in record.steps if s.status not in (Status.PASS, Status.SKIP)), None)
-    around = bad.evidence[-1] if bad and bad.evidence else (bad.message if bad else "")
-    return excerpt(record.console_log, around, lines=EXCERPT_LINES)
 
 
 class _Quiet:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import attr
 
+from ..console_text import excerpt
 from ..errors import Status, XenlabError
 from ..images.cache import atomic_write
 from .junit import junit_report
@@ -129,6 +130,12 @@ class RunRecord:
     def console_log(self) -> Path:
         """Written by the strategy's console recorder; the record only refers to it."""
         return self.path / "console.log"
+
+    def failure_excerpt(self, lines: int) -> str:
+        """About `lines` console lines around the first failed step's last evidence line
+        (the nightly mail's regressions, a bisection's first bad commit)."""
+        bad = next((s for s in self.steps if s.status not in (Status.PASS, Status.SKIP)), None)
+        return excerpt(self.console_log, bad.evidence[-1] if bad and bad.evidence else "", lines=lines)
 
     @property
     def junit_xml(self) -> Path:
