@@ -14,8 +14,9 @@ images: setup
 	$(XENLAB) images build --arch arm64
 	$(XENLAB) images build --arch arm32
 
-# The smoke test on the QEMU boards: run records under results/, a per-step
-# table per board, and the dashboard (results/../dashboard/index.html).
+# The smoke test on every board of farm.yaml (the QEMU virt boards and the real
+# boards, emulated), two at a time (each QEMU takes a core): run records under
+# results/, the Test Day table, and the dashboard (results/../dashboard/index.html).
 # `make smoke XEN_SOURCE=PATH [XEN_CONFIG="debug ..."]`: the Xen under test built from a
 # tree, a release tarball or `debian` (arm64: the recipe the manifests carry).
 smoke: setup
@@ -29,7 +30,8 @@ ifdef XEN_SOURCE
 else
 	$(XENLAB) images build --arch arm64 >/dev/null
 	$(XENLAB) images build --arch arm32 >/dev/null
-	$(PYTEST) --lg-env farm.yaml testcases/ -p no:cacheprovider; status=$$?; \
+	$(XENLAB) testday --farm farm.yaml --jobs 2 --health none --tester "make smoke" \
+	    --results results; status=$$?; \
 	$(XENLAB) dashboard --results results; exit $$status
 endif
 

@@ -19,6 +19,9 @@ GUEST_CFG = "/root/guest.cfg"
 def test_uboot(board):
     """U-Boot answers and loads Xen, the DTB, the Dom0 kernel and initramfs, each whole."""
     strategy = board.boot("uboot")
+    if strategy.uboot is None:
+        pytest.skip("no U-Boot on this target: QEMU's loader placed the files, standing in "
+                    "for firmware it cannot run")
     replies = {cmd.split()[-1]: "\n".join(out) for cmd, out in strategy.uboot_replies
                if cmd.startswith(strategy.profile.load_command + " ")}
     for placed in strategy.plan.placements:

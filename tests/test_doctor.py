@@ -19,7 +19,8 @@ from xenlab.errors import Finding, Severity
 from xenlab.images.imageformat import image_format, image_info
 
 MiB = 1 << 20
-SHIPPED = ["qemu-virt-arm64", "qemu-virt-arm32", "rpi4", "zcu102", "juno-r2", "cubieboard2"]
+SHIPPED = ["qemu-virt-arm64", "qemu-virt-arm32", "rpi4", "zcu102", "juno-r2", "cubieboard2",
+           "nanopi-neo", "orangepi-pc"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -46,14 +47,18 @@ def resolve(dtb: Path, name: str) -> str | None:
 def expected_codes(profile, dtb: Path) -> set[str]:
     """The findings the seed's rules predict, worked out with libfdt's fdtget instead of pyfdt."""
     codes = set()
-    if not profile.emulated:
+    fw = profile.firmware
+    if fw is not None and fw.uboot is not None:
+        codes.add("firmware")  # what its U-Boot build proves
+    elif not profile.emulated:
         codes.add("nonsecure-hyp")
     root = subnodes(dtb, "/")
     memory = [n for n in root if n == "memory" or n.startswith("memory@")]
+    filled = fw is not None and fw.memory == "firmware"
     if not memory:
-        codes.add("memory-node-missing")
+        codes.add("memory-from-firmware" if filled else "memory-node-missing")
     elif all(int(w, 16) == 0 for n in memory for w in (fdtget(dtb, "-t", "x", f"/{n}", "reg") or "0").split()):
-        codes.add("memory-node-empty")
+        codes.add("memory-from-firmware" if filled else "memory-node-empty")
     codes.add("console")  # where dtuart and the baud rate come from, always said
     stdout = fdtget(dtb, "-t", "s", "/chosen", "stdout-path")
     dtuart = profile.dtuart or stdout.split(":")[0]
@@ -70,12 +75,15 @@ def expected_codes(profile, dtb: Path) -> set[str]:
         default = fdtget(dtb, "-t", "s", "/cpus", "enable-method")
         methods = [fdtget(dtb, "-t", "s", f"/cpus/{c}", "enable-method") or default for c in cpus[1:]]
         has_psci = "psci" in root
-        if profile.arch == "arm32" and not has_psci:
-            codes.add("psci-missing")
-        if profile.arch == "arm64" and "psci" in methods and not has_psci:
-            codes.add("psci-missing")
-        if profile.arch == "arm64" and "spin-table" in methods:
-            codes.add("cpu-spin-table")
+        if not has_psci and fw is not None and fw.psci in ("uboot", "tf-a"):
+            codes.add("psci-from-firmware")  # the firmware's PSCI: nothing else to say
+        else:
+            if profile.arch == "arm32" and not has_psci:
+                codes.add("psci-missing")
+            if profile.arch == "arm64" and "psci" in methods and not has_psci:
+                codes.add("psci-missing")
+            if profile.arch == "arm64" and "spin-table" in methods:
+                codes.add("cpu-spin-table")
     cells = fdtget(dtb, "-t", "x", "/chosen", "#address-cells")
     if cells is not None and int(cells, 16) != 2:
         codes.add("chosen-cells")
@@ -122,8 +130,14 @@ def test_doctor_on_shipped_board_matches_its_dtb(name):
         assert f.hint and "§" in f.hint  # explained in the seed's terms
 
 
-def test_raspberry_pi_findings_name_what_firmware_must_fill():
+def test_raspberry_pi_findings_name_what_firmware_must_fill(tmp_path):
     found = by_code(doctor(load_profile("rpi4")))
+    # The profile says the Pi's firmware writes /memory: information, not a warning.
+    filled = found["memory-from-firmware"]
+    assert filled.severity is Severity.INFO and "/memory is empty" in filled.message
+    assert "firmware.memory" in filled.message and "memory-node-empty" not in found
+    unsaid = variant(tmp_path, "rpi4", lambda d: [d.pop(k) for k in ("firmware", "sdcard")])
+    found = by_code(doctor(unsaid))
     assert found["memory-node-empty"].severity is Severity.WARN
     assert "/memory@0" in found["memory-node-empty"].message
     spin = found["cpu-spin-table"]
@@ -132,8 +146,17 @@ def test_raspberry_pi_findings_name_what_firmware_must_fill():
 
 # --------------------------------------------------------------------------- console (seed §8.6)
 
+# QEMU's virt DTB has had /aliases since 9.0; before (7.2, Debian bookworm's), none.
+NO_ALIASES = {"remove": "/aliases", "why": "the virt DTB as QEMU 7.2 made it"}
+
+
+def alias_dtuart(d):
+    d.update(dtuart="serial0")
+    d.setdefault("dtb_fixups", []).append(NO_ALIASES)
+
+
 def test_alias_dtuart_on_qemu_virt_loses_the_console(tmp_path):
-    profile = variant(tmp_path, "qemu-virt-arm64", lambda d: d.update(dtuart="serial0"))
+    profile = variant(tmp_path, "qemu-virt-arm64", alias_dtuart)
     f = by_code(doctor(profile))["dtuart-alias-missing"]
     assert f.severity is Severity.ERROR and "no /aliases" in f.message and "variant.yaml" in f.message
     assert "§8.6" in f.hint and "dtuart=/pl011@9000000" in f.hint
@@ -157,8 +180,8 @@ def test_stdout_path_as_plain_alias_and_disabled_uart(tmp_path):
     base = resolve_dtb(load_profile("qemu-virt-arm64"))
     dtb = tmp_path / "aliased.dtb"
     dtb.write_bytes(base.read_bytes())
-    subprocess.run(["fdtput", "-c", str(dtb), "/aliases"], check=True)
-    subprocess.run(["fdtput", "-t", "s", str(dtb), "/aliases", "uart0", "/pl011@9000000"], check=True)
+    subprocess.run(["fdtput", "-p", "-t", "s", str(dtb), "/aliases", "uart0", "/pl011@9000000"],
+                   check=True)
     subprocess.run(["fdtput", "-t", "s", str(dtb), "/chosen", "stdout-path", "uart0"], check=True)
     profile = load_profile("qemu-virt-arm64")
     assert not {"dtuart-stdout-mismatch", "stdout-path-unresolved"} & {
@@ -305,7 +328,7 @@ def test_a_silent_xen_is_explained_by_the_doctors_console_checks(tmp_path):
     data = Path(__file__).resolve().parent / "data"
     silent = (data / "qemu-arm64-dtuart-alias-missing.log").read_text(errors="replace")
     good = load_profile("qemu-virt-arm64")
-    broken = variant(tmp_path, "qemu-virt-arm64", lambda d: d.update(dtuart="serial0"))
+    broken = variant(tmp_path, "qemu-virt-arm64", alias_dtuart)
     board = lambda p: SimpleNamespace(profile=p, dtb=resolve_dtb(p))  # noqa: E731
 
     assert silent_xen(board(good), (data / "qemu-arm64-console.log").read_text(errors="replace")) is None

@@ -27,6 +27,8 @@ def board(tmp_path, name: str, dtb: str, memory: tuple[int, int], **changes):
     data["dtb"]["debian"]["path"] = KERNEL_DTBS + dtb
     data["memory"] = {"start": memory[0], "end": memory[1]}
     data.pop("dtuart")  # from /chosen/stdout-path
+    for key in ("firmware", "sdcard"):  # the Pi's own: U-Boot, card layout
+        data.pop(key)
     for key, value in changes.items():
         data[key] = value
     path = tmp_path / f"{name}.yaml"

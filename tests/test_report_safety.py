@@ -212,7 +212,7 @@ def wiki_row(runs, tmp_path, target: str) -> list[str]:
     text = testday.wiki_table(steps, rows)
     lines = [l for l in text.splitlines() if l.startswith("| ")]
     cells = lines[[r.target for r in runs].index(target)][2:].split(" || ")
-    assert len(cells) == 6 + len(steps) + 1 + 2
+    assert len(cells) == 8 + len(steps) + 1 + 2
     return cells
 
 
@@ -222,13 +222,18 @@ def test_wiki_cells_keep_no_template(tmp_path):
     tester = "{{Delete}} ''i'' ~~~~ __NOTOC__ [[Main]] ftp://evil.example/ a|b !! <b>x</b>"
     runs = records(tmp_path)
     runs[KNOWN_BOARD].tester = tester
+    # The firmware and boot columns come from the record too: a lab's own words.
+    runs[KNOWN_BOARD].info.update(firmware=tester, boot_medium="[[SD]] |card",
+                                  emulation="{{QEMU}} ''x''")
     with_known(runs[KNOWN_BOARD], "{{tpl}} label", link)
     cells = wiki_row(runs, tmp_path, runs[KNOWN_BOARD].target)
-    text_cells = cells[:6] + [cells[-1][len("<code>"):-len("</code>")]]
+    text_cells = cells[:8] + [cells[-1][len("<code>"):-len("</code>")]]
     for cell in text_cells:
         for syntax in WIKI_SYNTAX:
             assert syntax not in cell, (syntax, cell)
     assert html.unescape(cells[2]) == tester.replace("\n", " ")
+    assert html.unescape(cells[6]) == f"{tester} on {{{{QEMU}}}} ''x''"
+    assert html.unescape(cells[7]) == "[[SD]] |card"
     url, label = re.fullmatch(r"\[(\S+) (.*)\]", cells[-2]).groups()
     assert urllib.parse.unquote(url) == link and url.startswith("https://x.example/")
     assert not set(url) & set("{}'~_|[]! ")

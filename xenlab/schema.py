@@ -59,6 +59,11 @@ def _message(err: jsonschema.ValidationError) -> tuple[str, str]:
         return key_path(path), f"{show(value)} is too small"
     if v in ("minLength", "minItems"):
         return key_path(path), "must not be empty"
+    if v in ("maximum", "exclusiveMaximum"):
+        return key_path(path), f"{show(value)} is too large (at most {err.validator_value})"
+    if v == "oneOf" and all("properties" in form for form in err.validator_value):
+        forms = " or ".join("{" + ", ".join(form["properties"]) + "}" for form in err.validator_value)
+        return key_path(path), f"{show(value)} is none of the forms allowed here: {forms}"
     return key_path(path), f"{show(value)}: {err.message}"
 
 

@@ -164,7 +164,9 @@ def cmd_doctor(args) -> int:
         variant = load_variant(args.variant) if args.variant else None
         if variant is not None:
             variant.require_board(profile.name)
-        if args.images or args.with_images or variant:
+        if args.images and args.no_images:
+            raise XenlabError("--images and --no-images contradict each other: give one")
+        if not args.no_images:  # the Xen under test decides what the board can boot
             images = image_set_for(profile, args.images or None, variant=variant)
             files = boot_files(images, variant)
             extra = checks.kernel_config_findings(images)

@@ -7,6 +7,7 @@ one line with exit 2, never a traceback.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -106,8 +107,11 @@ def build_parser() -> ArgumentParser:
     doc = sub.add_parser("doctor", help="preflight checks against the seed's requirements")
     doc.add_argument("board", nargs="?")
     doc.add_argument("--all", action="store_true", help="every profile under boards/")
-    doc.add_argument("--images", type=existing_dir, help="check this image set against the board too")
-    doc.add_argument("--with-images", action="store_true", help="check the bundled image set too")
+    doc.add_argument("--images", type=existing_dir, help="check this image set against the board "
+                     "(default: the bundled set for the board's arch, built or found in the cache)")
+    doc.add_argument("--no-images", action="store_true", help="check the profile and its DTB only, "
+                     "not what the Xen under test drives")
+    doc.add_argument("--with-images", action="store_true", help=argparse.SUPPRESS)  # now the default
     doc.add_argument("--variant", metavar="NAME|FILE", help="check a board variant (boards/variants/) "
                      "too: its domains' plan and the Kconfig its Xen needs")
     doc.set_defaults(func=cmd_doctor)

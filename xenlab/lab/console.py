@@ -325,3 +325,11 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
     @property
     def in_guest(self) -> bool:
         return self._where == "guest"
+
+
+def console_where(console) -> str:
+    """The console as a lab error names it: "NetworkSerialPort HOST:PORT", or its driver."""
+    port = getattr(console, "port", None)
+    if hasattr(port, "host") and hasattr(port, "port"):
+        return f"{type(port).__name__} {port.host}:{port.port}"
+    return type(console).__name__

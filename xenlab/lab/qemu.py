@@ -58,6 +58,8 @@ class XenQEMUDriver(QEMUDriver):
         super().__attrs_post_init__()
         self._stderr = None
         self._pidfile = None
+        # What QEMU loads itself when no firmware does (BootPlan.qemu_loader_args), set per boot.
+        self.loader_args: list[str] = []
         self.reaped: list[dict] = []  # stale QEMUs this driver stopped, for the log
 
     def on_activate(self):
@@ -72,7 +74,7 @@ class XenQEMUDriver(QEMUDriver):
         if self.status:
             return
         self._stderr = tempfile.TemporaryFile()
-        self._child = subprocess.Popen(self._cmd, stdin=subprocess.PIPE,
+        self._child = subprocess.Popen(self._cmd + self.loader_args, stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, stderr=self._stderr)
         try:
             self._note_pid()
@@ -165,6 +167,14 @@ class XenQEMUDriver(QEMUDriver):
         self._child = None
         pidfile.remove(self._pidfile)
         self._pidfile = None
+
+    def qemu_version(self) -> str | None:
+        """The QEMU binary's version ("10.0.2"), for the record; None if it cannot say."""
+        try:
+            return ".".join(map(str, self.get_qemu_version(
+                self.target.env.config.get_tool(self.qemu_bin))))
+        except Exception:  # a missing binary fails at power-on, with QEMU's own words
+            return None
 
     def exited(self) -> str | None:
         """Why QEMU is gone ("QEMU exited with status 1: <its last stderr line>"), or None."""

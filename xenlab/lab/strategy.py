@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import ipaddress
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,9 +26,10 @@ from pexpect import EOF, TIMEOUT
 
 from ..errors import StageFailure, XenlabError
 from ..plan.prepare import PreparedBoard, prepare
-from ..plan.stage import load_name_links
-from .console import ConsoleRecorder, bound_search_window
+from . import delivery
+from .console import ConsoleRecorder, bound_search_window, console_where
 from .failures import command_why, one_line
+from .sdcard import SDCardImageDriver  # noqa: F401  (registers SDCardImage{,Driver} for farm files)
 from .monitors import MONITORS, STAGE_MARKERS, classify, quote, uboot_reply_failure, xen_markers
 
 
@@ -70,20 +69,31 @@ class XenStrategy(Strategy):
         console_after_power (bool): the console's server only exists while the
             board is powered (the bench's QEMU `-serial tcp:...,server`):
             connect after power-on, drop the connection at power-off
+        dtb_fixups (list), xen_cmdline (str), timeout_scale (float): DTB fix-ups (the
+            profile's form), Xen options and a factor on the stage timeouts, where the
+            board this target reaches is not the profile's own (an emulator's)
     """
 
     bindings = {
         "power": "PowerProtocol",
         "console": "ConsoleProtocol",
-        "uboot": "UBootDriver",
+        # None: no firmware QEMU can run (ZynqMP's needs Xilinx's PMU firmware); QEMU's
+        # own loader then places the plan's files (BootPlan.qemu_loader_args).
+        "uboot": {"UBootDriver", None},
         "shell": "XenShellDriver",
         "tftp": {"TFTPProviderDriver", None},
+        "sdcard": {"SDCardImageDriver", None},  # an emulated board's card, written per run
     }
     board = attr.ib(default="", validator=attr.validators.instance_of(str))
     image_set = attr.ib(default="", validator=attr.validators.instance_of(str))
     variant = attr.ib(default="", validator=attr.validators.instance_of(str))
     tftp_server = attr.ib(default="", validator=attr.validators.instance_of(str))
     console_after_power = attr.ib(default=False, validator=attr.validators.instance_of(bool))
+    dtb_fixups = attr.ib(factory=list, validator=attr.validators.instance_of(list))
+    xen_cmdline = attr.ib(default="", validator=attr.validators.instance_of(str))
+    timeout_scale = attr.ib(default=1.0, converter=float,
+                            validator=attr.validators.and_(attr.validators.gt(0),
+                                                           attr.validators.le(100)))
 
     status = attr.ib(default=BoardState.unknown)
 
@@ -96,6 +106,7 @@ class XenStrategy(Strategy):
         self.facts: dict[str, str] = {}
         self.uboot_replies: list[tuple[str, list[str]]] = []  # (command, its output)
         self.stage_started: dict[str, float] = {}
+        self.card = self.loader_dir = None  # an SD card written, QEMU's loader's DTB (delivery)
         self._t0 = None
 
     # -- configuration
@@ -112,16 +123,14 @@ class XenStrategy(Strategy):
             if not board:
                 raise XenlabError(f"target {self.target.name}: no board profile "
                                   "(set options: xenlab_board: NAME or XenStrategy board:)")
-            if self.tftp_server:
-                try:  # it goes into a U-Boot command: an address, nothing else
-                    ipaddress.IPv4Address(self.tftp_server)
-                except ValueError:
-                    raise XenlabError(f"target {self.target.name}: XenStrategy tftp_server "
-                                      f"{self.tftp_server!r} is not an IPv4 address") from None
+            delivery.check_tftp_server(self.target.name, self.tftp_server)
             prepared = prepare(
                 board, os.environ.get("XENLAB_IMAGE_SET") or self.image_set or self.option("xenlab_image_set") or None,
-                variant=os.environ.get("XENLAB_VARIANT") or self.variant or self.option("xenlab_variant") or None)
-            if self.uboot.prompt != prepared.profile.uboot.prompt:
+                variant=os.environ.get("XENLAB_VARIANT") or self.variant or self.option("xenlab_variant") or None,
+                dtb_fixups=delivery.target_fixups(self.target.name, self.dtb_fixups),
+                xen_cmdline=delivery.target_xen_cmdline(self.target.name, self.xen_cmdline),
+                timeout_scale=self.timeout_scale)
+            if self.uboot is not None and self.uboot.prompt != prepared.profile.uboot.prompt:
                 raise XenlabError(f"target {self.target.name}: UBootDriver prompt "
                                   f"{self.uboot.prompt!r} differs from the profile's uboot.prompt "
                                   f"{prepared.profile.uboot.prompt!r}", where=prepared.profile.where)
@@ -160,7 +169,7 @@ class XenStrategy(Strategy):
         status = status if isinstance(status, BoardState) else BoardState[status]
         self.prepare()
         self.target.activate(self.console)
-        if status is BoardState.uboot:
+        if status is BoardState.uboot and self.uboot is not None:
             self.target.activate(self.uboot)
         elif status is BoardState.shell:
             self.target.activate(self.shell)
@@ -184,7 +193,8 @@ class XenStrategy(Strategy):
 
     def _power_off(self) -> None:
         for drv in (self.shell, self.uboot):
-            self.target.deactivate(drv)
+            if drv is not None:
+                self.target.deactivate(drv)
         if self.console_after_power:
             self.target.deactivate(self.console)  # its server goes away with the board
         self.target.activate(self.power)
@@ -199,8 +209,10 @@ class XenStrategy(Strategy):
     def _to_uboot(self) -> None:
         plan = self.prepare()
         self.stage_started["uboot"] = time.monotonic()
-        if self.tftp is not None:
-            self._stage_tftp(plan)
+        try:
+            delivery.deliver(self, plan)
+        except delivery.DeliveryFailed as exc:
+            raise self._failure("uboot", "ERROR", exc.classification, str(exc)) from None
         # Console first, so nothing the board prints at power-on is lost.
         if not self.console_after_power:
             self._activate_console()
@@ -210,6 +222,8 @@ class XenStrategy(Strategy):
         self._t0 = time.monotonic()
         self.marks.clear()
         self.uboot_replies.clear()
+        if self.uboot is None:  # QEMU placed every file: the board starts in Xen
+            return
         self._reach_uboot_prompt()
         try:
             self.target.activate(self.uboot)
@@ -237,21 +251,6 @@ class XenStrategy(Strategy):
             self.console.write(u.interrupt.encode())
             self._wait("uboot", "uboot-prompt", prompt, on_timeout=unreachable)
 
-    def _stage_tftp(self, plan) -> None:
-        try:
-            self.target.activate(self.tftp)
-            with tempfile.TemporaryDirectory(prefix="xenlab-tftp-") as links:
-                for name, path in load_name_links(plan, Path(links)).items():
-                    staged = self.tftp.stage(str(path))
-                    if os.path.basename(staged) != name:
-                        raise XenlabError(f"TFTP staged {path} as {staged}, the plan loads {name}")
-        except XenlabError:
-            raise
-        except Exception as exc:  # a full or unwritable directory, the exporter's SSH
-            raise self._failure("uboot", "ERROR", "tftp-stage-failed",
-                                f"TFTP provider {self.tftp.provider.internal}: cannot stage "
-                                f"the boot files: {one_line(exc)}") from None
-
     def _activate_console(self, retry_for: float = 0.0) -> None:
         """Connect the console, or fail as the lab's ERROR naming the port."""
         deadline = time.monotonic() + retry_for
@@ -264,13 +263,10 @@ class XenStrategy(Strategy):
                 if time.monotonic() < deadline:
                     time.sleep(0.2)
                     continue
-                port = getattr(self.console, "port", None)
-                where = (f"{type(port).__name__} {port.host}:{port.port}"
-                         if hasattr(port, "host") and hasattr(port, "port") else
-                         type(self.console).__name__)
                 raise self._failure("power" if self.console_after_power else "uboot",
                                     "ERROR", "console-unreachable",
-                                    f"console {where} unreachable: {one_line(exc)}") from None
+                                    f"console {console_where(self.console)} unreachable: "
+                                    f"{one_line(exc)}") from None
 
     def _uboot_check(self, cmd: str) -> None:
         try:
@@ -287,8 +283,9 @@ class XenStrategy(Strategy):
     @step()
     def _to_xen(self) -> None:
         self.stage_started["xen"] = time.monotonic()
-        self.console.sendline(self.plan.uboot_commands()[-1])
-        self.target.deactivate(self.uboot)
+        if self.uboot is not None:
+            self.console.sendline(self.plan.uboot_commands()[-1])
+            self.target.deactivate(self.uboot)
         m = self._wait("xen", *STAGE_MARKERS["xen"][0])
         version = m.group(1)
         self.facts["xen_version"] = version.decode() if isinstance(version, bytes) else version

@@ -17,6 +17,7 @@ from .profile import BoardProfile, DtbQemu
 from .bootplan import BootPlan
 from .dtb import CorruptDtb, DtbInfo, resolve_dtb
 from .layout import MiB, human, merged
+from .firmware import firmware_findings
 from .uart import console_uart
 from .xenchecks import hmp_findings, xen_findings
 from ..images.xenfeatures import XenFeatures
@@ -94,6 +95,9 @@ def _init_commands(profile: BoardProfile) -> list[Finding]:
 
 
 def _firmware(profile: BoardProfile) -> list[Finding]:
+    fw = profile.firmware
+    if fw is not None and fw.uboot is not None:
+        return firmware_findings(profile)
     if not profile.emulated:
         return [Finding(I, "nonsecure-hyp",
                         f"{profile.name}: Xen must be entered in non-secure hypervisor mode (EL2)",
@@ -132,6 +136,14 @@ def _dom0_memory(profile: BoardProfile) -> list[Finding]:
 def _memory_nodes(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
     mem = profile.memory
     nodes = info.memory_nodes()
+    filled = profile.firmware is not None and profile.firmware.memory == "firmware"
+    if filled and not info.memory_banks():
+        return [Finding(I, "memory-from-firmware",
+                        f"the DTB's /memory is {'empty' if nodes else 'missing'}; the firmware writes "
+                        f"it at boot (firmware.memory), so the boot plan is checked against the "
+                        f"profile's memory {mem.start:#x}-{mem.end:#x}",
+                        "Xen takes RAM only from the DTB it is handed (seed §6.1.3); "
+                        f"{profile.firmware.why}")]
     if not nodes:
         return [Finding(W, "memory-node-missing",
                         f"the DTB has no /memory node: the boot plan is checked against the "
@@ -251,8 +263,16 @@ def _cpus(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
     out = []
     secondary = cpus[1:]
     psci = info.psci()
-    # The DTB of an emulated board is final; a real board's firmware may still add /psci.
-    sev = E if profile.emulated else W
+    fw = profile.firmware
+    if psci is None and fw is not None and fw.adds_psci():
+        return [Finding(I, "psci-from-firmware",
+                        f"{len(cpus)} CPUs and no /psci in the DTB; the firmware adds it at boot "
+                        f"(firmware.psci: {fw.psci})",
+                        "Xen brings up the secondary CPUs through the PSCI the firmware provides "
+                        "(seed §6.3); 'Brought up 1 CPUs' on the console means it did not")]
+    # The DTB of an emulated board is final; a real board's firmware may still add /psci,
+    # unless its profile says it does not.
+    sev = E if profile.emulated or (fw is not None and fw.psci == "none") else W
     if profile.arch == "arm64":
         by_method: dict[str | None, list[str]] = {}
         for cpu in secondary:

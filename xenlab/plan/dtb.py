@@ -21,7 +21,7 @@ import attr
 from pyfdt.pyfdt import (Fdt, FdtBlobParse, FdtNode, FdtProperty, FdtPropertyStrings,
                          FdtPropertyWords)
 
-from ..images import debs
+from .firmware import debian_file
 from .profile import BoardProfile, DtbDebian, DtbFile, DtbQemu
 from ..images.cache import atomic_write, cache_root, sha256_bytes
 from ..errors import XenlabError
@@ -110,11 +110,18 @@ def resolve_dtb(profile: BoardProfile) -> Path:
             with contextlib.suppress(ValueError):
                 chosen.remove(seed)
     for i, fixup in enumerate(profile.dtb_fixups):
-        node = fdt.resolve_path(fixup.disable)
-        if not isinstance(node, FdtNode):
-            raise XenlabError(f"key 'dtb_fixups[{i}].disable': no node {fixup.disable} in {what}",
+        key = "disable" if fixup.disable else "remove" if fixup.remove else "node"
+        node = fdt.resolve_path(fixup.path)
+        if not isinstance(node, FdtNode) or fixup.path == "/":
+            raise XenlabError(f"key 'dtb_fixups[{i}].{key}': no node {fixup.path} in {what}",
                               where=where)
-        set_prop(node, FdtPropertyStrings("status", ["disabled"]))
+        if fixup.disable:
+            set_prop(node, FdtPropertyStrings("status", ["disabled"]))
+        elif fixup.remove:
+            parent = fdt.resolve_path(fixup.path.rsplit("/", 1)[0] or "/")
+            parent.remove(node.get_name())
+        else:
+            set_prop(node, FdtPropertyWords("reg", list(fixup.reg)))
 
     blob = fdt.to_dtb()
     out = cache_root() / "dtbs" / f"{sha256_bytes(blob)}.dtb"
@@ -124,14 +131,7 @@ def resolve_dtb(profile: BoardProfile) -> Path:
 
 
 def _from_debian(src: DtbDebian, where: str) -> tuple[bytes, str]:
-    pkg = src.deb()
-    debs.fetch([pkg], where=f"{where}: key 'dtb.debian'")
-    root = debs.extract(pkg)
-    path = root / src.path
-    if not path.is_file():
-        raise XenlabError(f"key 'dtb.debian.path': {src.path} is not in {pkg.name} {pkg.version}",
-                          where=where)
-    return path.read_bytes(), f"{pkg.name}:{src.path}"
+    return debian_file(src, where, "dtb.debian").read_bytes(), f"{src.package}:{src.path}"
 
 
 def _from_qemu(src: DtbQemu, where: str) -> bytes:
@@ -263,10 +263,15 @@ class DtbInfo:
     def compatibles(self, path: str) -> list[str]:
         return prop_strings(self.prop(path, "compatible"))
 
+    def _walk(self):
+        """(path, item) of every node and property; pyfdt's own walk() fails on an empty root."""
+        root = self.fdt.get_rootnode()
+        return root.walk() if len(root) else iter(())
+
     def interrupt_controllers(self) -> list[tuple[str, list[str]]]:
         """(path, compatibles) of every node that says it is an interrupt-controller."""
         out = []
-        for path, item in self.fdt.get_rootnode().walk():
+        for path, item in self._walk():
             if isinstance(item, FdtProperty) and item.get_name() == "interrupt-controller":
                 node = path.rsplit("/", 1)[0] or "/"
                 out.append((node, self.compatibles(node)))
@@ -308,13 +313,13 @@ class DtbInfo:
 
     def phandles(self) -> set[int]:
         """Every phandle the DTB uses (a new node's must differ)."""
-        return {w for _, item in self.fdt.get_rootnode().walk()
+        return {w for _, item in self._walk()
                 if isinstance(item, FdtPropertyWords) and item.get_name() in ("phandle", "linux,phandle")
                 for w in item.words[:1]}
 
     def find_compatible(self, prefix: str) -> str | None:
         """Path of the first node whose compatible starts with `prefix`."""
-        for path, item in self.fdt.get_rootnode().walk():
+        for path, item in self._walk():
             if (isinstance(item, FdtPropertyStrings) and item.get_name() == "compatible"
                     and any(c.startswith(prefix) for c in item.strings)):
                 return path.rsplit("/", 1)[0] or "/"

@@ -15,7 +15,7 @@ from ..errors import XenlabError
 from ..images.imageset import ImageSet, build_image_set
 from .bootplan import BootPlan
 from .dtb import resolve_dtb
-from .profile import BoardProfile, load_profile
+from .profile import BoardProfile, Fixup, load_profile
 from .variant import Variant, load_variant
 
 
@@ -65,10 +65,20 @@ def image_set_for(profile: BoardProfile, image_set: ImageSet | Path | str | None
 
 
 def prepare(profile: BoardProfile | str, image_set: ImageSet | Path | str | None = None,
-            log=lambda msg: None, variant: Variant | str | None = None) -> PreparedBoard:
-    """Load the profile (and variant), open (or build) the image set, resolve the DTB, plan."""
+            log=lambda msg: None, variant: Variant | str | None = None,
+            dtb_fixups: tuple[Fixup, ...] = (), xen_cmdline: str = "",
+            timeout_scale: float = 1.0) -> PreparedBoard:
+    """Load the profile (and variant), open (or build) the image set, resolve the DTB, plan.
+
+    `dtb_fixups` come after the profile's own, `xen_cmdline` after Xen's options, and
+    `timeout_scale` multiplies its stage timeouts: a farm target's, where the board it
+    reaches differs from the profile's (an emulator's layout and speed)."""
     if not isinstance(profile, BoardProfile):
         profile = load_profile(profile)
+    if dtb_fixups:
+        profile = attr.evolve(profile, dtb_fixups=profile.dtb_fixups + tuple(dtb_fixups))
+    if timeout_scale != 1.0:
+        profile = attr.evolve(profile, timeout_multiplier=profile.timeout_multiplier * timeout_scale)
     if variant is not None and not isinstance(variant, Variant):
         variant = load_variant(variant)
     if variant is not None:
@@ -76,6 +86,9 @@ def prepare(profile: BoardProfile | str, image_set: ImageSet | Path | str | None
     images = image_set_for(profile, image_set, log, variant)
     dtb = resolve_dtb(profile)
     if variant is None:
-        return PreparedBoard(profile, images, dtb, BootPlan.build(profile, boot_files(images), dtb))
-    plan = BootPlan.build(profile, boot_files(images, variant), dtb, **variant.plan_args(images))
+        return PreparedBoard(profile, images, dtb, BootPlan.build(profile, boot_files(images), dtb,
+                                                                  xen_cmdline=xen_cmdline))
+    args = variant.plan_args(images)
+    args["xen_cmdline"] = f"{args.get('xen_cmdline', '')} {xen_cmdline}".strip()
+    plan = BootPlan.build(profile, boot_files(images, variant), dtb, **args)
     return PreparedBoard(profile, images, dtb, plan, variant)

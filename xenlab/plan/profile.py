@@ -3,8 +3,8 @@
 A profile is data, never code (labgrid keeps resources apart from drivers):
 what memory the board has and what U-Boot already uses, how U-Boot loads and
 boots files, where the host DTB comes from and which UART Xen must take.
-The schema below is the whole vocabulary; an unknown key is an error, and an
-error is one `XenlabError` line naming file, key and value.
+The schema (plan/profileschema.py) is the whole vocabulary; an unknown key is
+an error, and an error is one `XenlabError` line naming file, key and value.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import yaml
 from .. import schema
 from ..errors import XenlabError
 from ..images.debs import DebPackage
+from .profileschema import FIXUP_SCHEMA, SCHEMA, STAGES  # noqa: F401  (for the profile's readers)
 
 BOARDS_DIR = Path(__file__).resolve().parent.parent.parent / "boards"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # a file name: boards/<name>.yaml
-STAGES = ("uboot", "xen", "dom0", "shell", "domu")
 
 # Characters that U-Boot's hush shell would interpret inside a double-quoted
 # `fdt set ... "..."` value: `"` ends it, `$` expands, backslash escapes;
@@ -39,73 +39,6 @@ def check_cmdline(value: str) -> str | None:
             return f"contains the non-printable character {ch!r}"
     return None
 
-
-# --------------------------------------------------------------------------- schema
-
-_INT = {"type": "integer", "minimum": 0}
-_TEXT = {"type": "string", "minLength": 1}
-_CMDLINE = {"type": "string"}
-_SECONDS = {"type": "number", "exclusiveMinimum": 0}
-_INIT_COMMAND = {"type": "string", "minLength": 1, "pattern": r"^[^\n\r]+$"}
-
-
-def _obj(properties: dict, required: list[str] | None = None, **extra) -> dict:
-    return {"type": "object", "properties": properties, "additionalProperties": False,
-            "required": list(properties) if required is None else required, **extra}
-
-
-SCHEMA = _obj({
-    "description": _TEXT,
-    "notes": {"type": "string"},
-    "arch": {"enum": ["arm64", "arm32"]},
-    "emulated": {"type": "boolean"},
-    "memory": _obj({
-        "start": _INT,
-        "end": _INT,
-        "reserved": {"type": "array", "items": _obj({"start": _INT, "end": _INT, "why": _TEXT})},
-    }, required=["start", "end"]),
-    "uboot": _obj({
-        "prompt": _TEXT,
-        "autoboot": _TEXT,
-        "interrupt": _TEXT,
-        "init_commands": {"type": "array", "items": {"oneOf": [_INIT_COMMAND, {
-            "type": "object", "additionalProperties": False, "required": ["command", "raw"],
-            "properties": {"command": _INIT_COMMAND, "raw": {"type": "boolean"}}}]}},
-    }, required=["prompt", "autoboot", "interrupt"]),
-    # tftpb / tftpboot, or a filesystem load: `load mmc 0:1`, `fatload usb 0:1`, `ext4load scsi 0:2`
-    "load_command": {"type": "string", "pattern":
-                     r"^(tftpb|tftpboot|(load|fatload|ext2load|ext4load) [a-z]+ [0-9]+(:[0-9a-f]+)?)$"},
-    "boot_command": {"enum": ["booti", "bootz"]},
-    "boot_command_why": _TEXT,
-    "dtb": {"type": "object", "minProperties": 1, "maxProperties": 1,
-            "additionalProperties": False, "properties": {
-                "file": _TEXT,
-                "debian": _obj({
-                    "package": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9.+-]*$"},
-                    "version": {"type": "string", "pattern": r"^[0-9A-Za-z.+~:-]+$"},
-                    "sha256": {"type": "string", "pattern": r"^[0-9a-f]{64}$"},
-                    "arch": {"enum": ["arm64", "armhf", "armel"]},
-                    "path": {"type": "string", "pattern": r"^[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*\.dtb$"},
-                }),
-                "qemu": _obj({
-                    "binary": {"type": "string", "pattern": r"^qemu-system-[a-z0-9_]+$"},
-                    "args": {"type": "array", "items": {"type": "string"}},
-                }),
-            }},
-    "dtb_fixups": {"type": "array", "items": _obj({
-        "disable": {"type": "string", "pattern": r"^/[^\s\"'$;\\#]+$"}, "why": _TEXT})},
-    # An alias from /aliases or a full node path (seed §8.6); without it, stdout-path's
-    "dtuart": {"type": "string", "pattern": r"^([a-z][a-z0-9_-]*|/[^\s\"'$;\\#:]*)$"},
-    # The console's speed; without it, stdout-path's options, else 115200
-    "console": _obj({"baudrate": {"type": "integer", "minimum": 50, "maximum": 20000000}}),
-    "xen": _obj({"cmdline": _CMDLINE}),
-    "dom0": _obj({"cmdline": _CMDLINE, "memory_mb": {"type": "integer", "minimum": 1},
-                  "vcpus": {"type": "integer", "minimum": 1}}),
-    "timeouts": _obj({stage: _SECONDS for stage in STAGES}),
-    "timeout_multiplier": _SECONDS,
-}, required=["description", "arch", "emulated", "memory", "uboot", "load_command",
-             "boot_command", "boot_command_why", "dtb", "xen", "dom0",
-             "timeouts", "timeout_multiplier"])
 
 # --------------------------------------------------------------------------- profile
 
@@ -151,6 +84,34 @@ class DtbDebian:
         return DebPackage(self.package, self.version, self.sha256, self.arch)
 
 
+DebianFile = DtbDebian  # a file inside a pinned package: a DTB, a U-Boot build
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Firmware:
+    """What the board's firmware does before Xen runs (`firmware:`); None: not said."""
+
+    why: str
+    psci: str | None = None  # dtb | uboot | tf-a | none
+    memory: str | None = None  # dtb | firmware
+    entry: str | None = None  # el2 | hyp
+    uboot: DebianFile | None = None  # the board's own U-Boot build
+
+    def adds_psci(self) -> bool:
+        return self.psci in ("uboot", "tf-a")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class SdCard:
+    """The board's SD card as a farm writes it (`sdcard:`)."""
+
+    size_mb: int
+    why: str
+    bootloader_offset: int | None = None  # firmware.uboot written raw here
+    boot_partition: bool = False  # a FAT partition from 1 MiB
+    firmware_files: tuple[tuple[str, str], ...] = ()  # (name on the partition, "uboot" | "dtb")
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class DtbQemu:
     binary: str
@@ -159,8 +120,20 @@ class DtbQemu:
 
 @attr.s(frozen=True, auto_attribs=True)
 class Fixup:
-    disable: str
+    disable: str | None  # a node to disable ...
     why: str
+    node: str | None = None  # ... or a node whose reg becomes `reg` ...
+    reg: tuple[int, ...] = ()
+    remove: str | None = None  # ... or a node to delete
+
+    @classmethod
+    def from_data(cls, spec: dict) -> "Fixup":
+        return cls(spec.get("disable"), spec["why"], spec.get("node"), tuple(spec.get("reg", ())),
+                   spec.get("remove"))
+
+    @property
+    def path(self) -> str:
+        return self.disable or self.node or self.remove
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -191,6 +164,13 @@ class BoardProfile:
     timeout_multiplier: float
     notes: str = ""
     baudrate: int | None = None  # None: stdout-path's options, else 115200 (plan/uart.py)
+    firmware: Firmware | None = None
+    sdcard: SdCard | None = None
+
+    @property
+    def loads_from_card(self) -> bool:
+        """U-Boot reads the plan's files from the SD card (`load mmc`, `fatload mmc`)."""
+        return self.load_command.split()[:2][-1:] == ["mmc"]
 
     @property
     def where(self) -> str:
@@ -321,6 +301,9 @@ def _parse(path: Path) -> BoardProfile:
             fail("dtb.qemu.args", "must not contain dumpdtb (xenlab adds it)")
         dtb = DtbQemu(spec["binary"], tuple(spec["args"]))
 
+    firmware = _firmware(data.get("firmware"))
+    sdcard = _sdcard(data.get("sdcard"), firmware, fail)
+
     return BoardProfile(
         name=path.stem, path=path.resolve(), description=data["description"],
         arch=data["arch"], emulated=data["emulated"],
@@ -329,9 +312,32 @@ def _parse(path: Path) -> BoardProfile:
                     data["uboot"]["interrupt"], _init_commands(data["uboot"], fail)),
         load_command=data["load_command"], boot_command=data["boot_command"],
         boot_command_why=data["boot_command_why"], dtb=dtb,
-        dtb_fixups=tuple(Fixup(f["disable"], f["why"]) for f in data.get("dtb_fixups", [])),
+        dtb_fixups=tuple(Fixup.from_data(f) for f in data.get("dtb_fixups", [])),
         dtuart=data.get("dtuart"), xen_cmdline=data["xen"]["cmdline"].strip(),
         dom0=Dom0(data["dom0"]["cmdline"].strip(), data["dom0"]["memory_mb"], data["dom0"]["vcpus"]),
         timeouts=tuple((s, float(data["timeouts"][s])) for s in STAGES),
         timeout_multiplier=float(data["timeout_multiplier"]), notes=data.get("notes", ""),
-        baudrate=data.get("console", {}).get("baudrate"))
+        baudrate=data.get("console", {}).get("baudrate"), firmware=firmware, sdcard=sdcard)
+
+
+def _firmware(spec: dict | None) -> Firmware | None:
+    if spec is None:
+        return None
+    uboot = spec.get("uboot", {}).get("debian")
+    return Firmware(spec["why"], spec.get("psci"), spec.get("memory"), spec.get("entry"),
+                    DebianFile(**uboot) if uboot else None)
+
+
+def _sdcard(spec: dict | None, firmware: Firmware | None, fail) -> SdCard | None:
+    if spec is None:
+        return None
+    part = spec.get("boot_partition")
+    files = tuple(sorted((part or {}).get("firmware_files", {}).items()))
+    needs_uboot = spec.get("bootloader_offset") is not None or any(src == "uboot" for _, src in files)
+    if needs_uboot and (firmware is None or firmware.uboot is None):
+        fail("sdcard", "writes the board's U-Boot, but firmware.uboot does not say which build")
+    if spec.get("bootloader_offset") is not None and part is not None \
+            and spec["bootloader_offset"] >= 1 << 20:
+        fail("sdcard.bootloader_offset", f"{spec['bootloader_offset']:#x} is inside the boot "
+             "partition, which starts at 1 MiB")
+    return SdCard(spec["size_mb"], spec["why"], spec.get("bootloader_offset"), part is not None, files)

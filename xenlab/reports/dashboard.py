@@ -39,6 +39,7 @@ from ..errors import XenlabError
 from ..run.compare import Change, change_between, compare
 from ..run.bisectstate import BISECT_DIR, read_bisections
 from ..run.record import RunRecord
+from ..run.steps import verdict_label
 from .dashindex import Changes, open_index, unreadable_reasons, update_index
 from .plot import plot
 from .site import Site, make_server, serve  # noqa: F401  (make_server, serve: `--serve`)
@@ -97,6 +98,7 @@ def _cell(row: sqlite3.Row) -> dict:
     steps = json.loads(row["steps"])
     return {"target": row["target"], "lane": row["lane"], "run_id": row["run_id"], "night": row["night"],
             "start": row["start"], "verdict": row["verdict"], "reason": row["reason"],
+            "label": verdict_label(row["verdict"], [st[1] for st in steps]),
             "classification": row["classification"], "xen": row["xen"], "build": row["build"],
             "tester": row["tester"],
             "steps": steps, "marks": json.loads(row["marks"]), "console": bool(row["console"]),
@@ -318,9 +320,11 @@ def _run_pages(env, run_dir: Path, site: Site, board: str, run_id: str) -> int:
     if page is None:
         return 0
     try:
-        d = RunRecord.load(run_dir).to_dict()
+        record = RunRecord.load(run_dir)
+        d = {**record.to_dict(), "label": record.verdict_label}
     except XenlabError:
         d = {"target": board, "run_id": run_id, "verdict": "ERROR", "steps": [], "info": {},
+             "label": "ERROR",
              "verdict_reason": "run.json unreadable"}
     has_console = (run_dir / "console.log").is_file()
     pages = site.write(page, env.get_template("run.html").render(

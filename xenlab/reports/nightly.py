@@ -54,8 +54,11 @@ def format_summary(comparison: Comparison, results: Path | None = None,
         if not entries:
             continue
         out += ["", TITLES[change]]
-        if change is Change.PASS:
-            out.append("  " + ", ".join(e.target for e in entries))
+        if change is Change.PASS:  # "rpi4 (1 skipped)": a skipped step never passed
+            labels = [e.current.verdict_label if isinstance(e.current, RunRecord) else "PASS"
+                      for e in entries]
+            out.append("  " + ", ".join(e.target + label.removeprefix("PASS")
+                                        for e, label in zip(entries, labels)))
             continue
         for e in entries:
             run = e.current if e.current is not None else e.previous

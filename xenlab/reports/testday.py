@@ -39,8 +39,11 @@ class Row:
     date: str
     xen: str
     build: str  # the Xen's config, changeset and source ("debian 4.17.5+72-g01140da4e8-1 ...")
+    firmware: str  # the board's firmware, and the emulator when QEMU models the board
+    boot: str  # its boot medium: TFTP, SD card, QEMU loader
     steps: dict  # step name -> status
     verdict: str
+    result: str  # the verdict as shown: "PASS (1 skipped)"
     known: tuple  # (label, link) of each KNOWN step, in step order
     log: str  # console.log, relative to the table's directory
 
@@ -64,8 +67,9 @@ def table_rows(records: Iterable[RunRecord], base: Path) -> tuple[list[str], lis
         rows.append(Row(target=r.lane, arch=r.arch, tester=r.tester or "-",
                         date=str(r.start_time or "")[:10],
                         xen=r.info.get("xen_version") or "-", build=_build(r.info),
+                        firmware=_firmware(r.info), boot=str(r.info.get("boot_medium") or "-"),
                         steps={s.name: s.status.value for s in r.steps},
-                        verdict=r.verdict.value, known=tuple(known),
+                        verdict=r.verdict.value, result=r.verdict_label, known=tuple(known),
                         log=os.path.relpath(log, base)))
     return steps, rows
 
@@ -120,6 +124,14 @@ def _build(info: dict) -> str:
     return " ".join(words) or "-"
 
 
+def _firmware(info: dict) -> str:
+    """"U-Boot 2023.01 (u-boot-rpi rpi_4) on QEMU 10.0.2 -M raspi4b": the firmware the run
+    booted through, and the emulator when QEMU models the board."""
+    words = str(info.get("firmware") or (f"U-Boot {info['uboot_version']}"
+                                         if info.get("uboot_version") else "-"))
+    return f"{words} on {info['emulation']}" if info.get("emulation") else words
+
+
 def _safe_url(link, safe: str) -> str | None:
     """An http(s) URL, percent-encoded but for the characters in `safe`; else None."""
     if not isinstance(link, str) or not link.startswith(("https://", "http://")) \
@@ -138,14 +150,15 @@ def _safe_url(link, safe: str) -> str | None:
 
 def wiki_table(steps: Sequence[str], rows: Sequence[Row],
                unreadable: Sequence[Unreadable] = ()) -> str:
-    head = ["Board", "Arch", "Tester", "Date", "Xen", "Xen build", *steps, "Result",
-            "Known issues", "Log"]
+    head = ["Board", "Arch", "Tester", "Date", "Xen", "Xen build", "Firmware", "Boot", *steps,
+            "Result", "Known issues", "Log"]
     out = ['{| class="wikitable sortable"', "! " + " !! ".join(_wiki(h) for h in head)]
     for row in rows:
         cells = [_wiki(row.target), _wiki(row.arch), _wiki(row.tester), _wiki(row.date),
-                 _wiki(row.xen), _wiki(row.build)]
-        for status in [row.steps.get(s, "") for s in steps] + [row.verdict]:
-            cells.append(f'style="background:{STATUS_COLOUR[status]}" | {status}'
+                 _wiki(row.xen), _wiki(row.build), _wiki(row.firmware), _wiki(row.boot)]
+        shown = [(row.steps.get(s, ""), row.steps.get(s, "")) for s in steps]
+        for status, text in shown + [(row.verdict, row.result)]:
+            cells.append(f'style="background:{STATUS_COLOUR[status]}" | {_wiki(text)}'
                          if status in STATUS_COLOUR else "-")
         known = []
         for label, link in row.known:
@@ -164,8 +177,8 @@ def wiki_table(steps: Sequence[str], rows: Sequence[Row],
 
 def markdown_table(steps: Sequence[str], rows: Sequence[Row],
                    unreadable: Sequence[Unreadable] = ()) -> str:
-    head = ["Board", "Arch", "Tester", "Date", "Xen", "Xen build", *steps, "Result",
-            "Known issues", "Log"]
+    head = ["Board", "Arch", "Tester", "Date", "Xen", "Xen build", "Firmware", "Boot", *steps,
+            "Result", "Known issues", "Log"]
     out = ["| " + " | ".join(_md(h) for h in head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         known = []
@@ -174,7 +187,8 @@ def markdown_table(steps: Sequence[str], rows: Sequence[Row],
             known.append(f"[{_md(label)}]({url})" if url else _md(label))
         log = urllib.parse.quote(row.log, safe="/-._~")
         cells = [_md(row.target), _md(row.arch), _md(row.tester), _md(row.date), _md(row.xen),
-                 _md(row.build), *[_md(row.steps.get(s, "-")) for s in steps], _md(row.verdict),
+                 _md(row.build), _md(row.firmware), _md(row.boot),
+                 *[_md(row.steps.get(s, "-")) for s in steps], _md(row.result),
                  ", ".join(known), f"[{_md(Path(row.log).name)}]({log})"]
         out.append("| " + " | ".join(cells) + " |")
     if unreadable:

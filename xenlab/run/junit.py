@@ -9,6 +9,7 @@ import junit_xml
 
 from .. import console_text
 from ..errors import Status
+from .steps import verdict_label
 
 
 def junit_report(record) -> str:
@@ -67,7 +68,8 @@ def format_run(record) -> str:
         out.append(f"{s['name']:<24} {s['status']:<8} {secs:>8}  {cls}".rstrip())
     cls = f" [{d['classification']}]" if d.get("classification") else ""
     why = f": {d['verdict_reason']}" if d.get("verdict_reason") else ""
-    out += ["", f"verdict: {d['verdict']}{cls}{why}"]
+    label = verdict_label(d["verdict"], [s.get("status") for s in d.get("steps", [])])
+    out += ["", f"verdict: {label}{cls}{why}"]
     return "\n".join(out)
 
 

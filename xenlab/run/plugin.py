@@ -20,7 +20,7 @@ from labgrid.strategy.common import StrategyError
 from pexpect import TIMEOUT
 
 from ..errors import StageFailure, XenlabError
-from ..lab import places, signals
+from ..lab import delivery, places, signals
 from ..lab.diagnose import Diagnosis, silent_xen, toolstack_mismatch
 from ..lab.failures import stage_failure
 from ..lab.preflight import doctor_verdict, preflight
@@ -204,7 +204,7 @@ def board(request):
                         image_set_overrides=images.overrides, expected_xen_version=images.xen_version,
                         # The Xen under test: version, config, changeset, source (and build).
                         xen_build=images.xen, toolstack_mismatch=images.toolstack_mismatch,
-                        doctor=lines)
+                        doctor=lines, **delivery.wiring(strategy))
         if failure and request.config.getoption("--xenlab-doctor") == "on":
             b.failure, b.failure_unreported = failure, True
     except XenlabError as exc:

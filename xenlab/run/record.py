@@ -30,7 +30,7 @@ from ..errors import Status, XenlabError
 from ..images.cache import atomic_write
 from .junit import junit_report
 from .recordschema import NAME_PATTERN, SCHEMA_VERSION, check_record
-from .steps import STEP_RESULTS, Step, compute_verdict, now
+from .steps import STEP_RESULTS, Step, compute_verdict, now, verdict_label
 
 if TYPE_CHECKING:
     from .known_issues import KnownIssue
@@ -119,6 +119,11 @@ class RunRecord:
         tags = [v for v in (info.get("variant"), "bisect" if info.get("bisection") else None)
                 if isinstance(v, str) and v]
         return f"{self.target} [{' '.join(tags)}]" if tags else self.target
+
+    @property
+    def verdict_label(self) -> str:
+        """"PASS (n skipped)" when steps were skipped; else the verdict."""
+        return verdict_label(self.verdict.value, [s.status.value for s in self.steps])
 
     # -- files
 

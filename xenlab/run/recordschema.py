@@ -59,6 +59,11 @@ INFO = {
         "xen_build_id": _OPT_TEXT,
         "xen_commandline": _OPT_TEXT,
         "uboot_version": _OPT_TEXT,
+        "firmware": _OPT_TEXT,  # the board's firmware as the profile names it
+        "boot_medium": _OPT_TEXT,  # TFTP, SD card, QEMU loader
+        "emulation": _OPT_TEXT,  # "QEMU 10.0.2 -M raspi4b": an emulated board
+        "target_dtb_fixups": {"type": "array", "items": {"type": "string"}},  # the farm target's
+        "target_xen_cmdline": _OPT_TEXT,  # ... and its Xen options
         "dom0_kernel": _OPT_TEXT,
         "domU_kernel": _OPT_TEXT,
         "nr_cpus": {"type": "integer"},

@@ -110,7 +110,7 @@ class TargetRun:
         if self.done:
             if r is None:
                 return f"pytest exited {self.returncode}"
-            what = r.verdict.value
+            what = r.verdict_label
             if r.verdict_reason and r.verdict is not Status.PASS:
                 what += f"  {r.verdict_reason}"
             return what

@@ -62,3 +62,10 @@ def compute_verdict(steps: Sequence[Step]) -> tuple[Status, str, str | None]:
     if later:
         reason += f" (then {', '.join(later)})"
     return first.status, reason, first.classification
+
+
+def verdict_label(verdict: str, statuses: Sequence[str]) -> str:
+    """A verdict as every table shows it: a PASS whose run skipped steps says how many
+    ("PASS (2 skipped)"): a skipped step was never shown to work."""
+    skipped = sum(1 for status in statuses if status == "SKIP")
+    return f"{verdict} ({skipped} skipped)" if verdict == "PASS" and skipped else verdict
