@@ -3,7 +3,9 @@ package) against the real Xen under test (the bundled 4.17.5 sets' binaries and
 xen.config), and a Dom0 rootfs the tester brings."""
 
 import copy
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -87,6 +89,20 @@ def test_a_uart_this_xen_cannot_drive_is_an_error_naming_its_compatible(tmp_path
     assert "no Xen release xenlab knows has a UART driver" in f.hint
     # Without images the doctor cannot know the Xen: the board alone passes.
     assert "uart-no-driver" not in codes(doctor(profile))
+
+
+def test_xenlab_doctor_checks_the_bundled_xen_without_being_asked(tmp_path, arm64_set):
+    """`xenlab doctor imx8mq-evk`, no option: the bundled 4.17.5 cannot drive its UART, one error;
+    `--no-images` checks the profile and DTB alone."""
+    profile = board(tmp_path, "imx8mq-evk", "freescale/imx8mq-evk.dtb", (0x40000000, 0x100000000))
+    xenlab = [str(Path(__file__).resolve().parent.parent / ".venv/bin/xenlab"), "doctor"]
+    proc = subprocess.run([*xenlab, str(profile.path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"^1 error\(s\)", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^error uart-no-driver: .*Xen 4\.17\.5 has no driver", proc.stdout, re.M)
+    alone = subprocess.run([*xenlab, str(profile.path), "--no-images"], capture_output=True,
+                           text=True, timeout=600)
+    assert alone.returncode == 0 and re.search(r"^0 error\(s\)", alone.stdout, re.M), alone.stdout
 
 
 def test_a_uart_a_later_xen_drives_names_the_option_and_the_version(tmp_path, arm64_set):

@@ -1,6 +1,6 @@
 """Bisection speed: the median probe (incremental build + boot to the failing step) and the whole.
 
-    python bench/bisect.py [--keep DIR] [--runs N]
+    python bench/bisection.py [--keep DIR] [--runs N]
 
 The history is tests/support/xenrepo.py's: Debian's Xen 4.17.5 and 16 commits,
 one injecting a panic while Xen constructs Dom0, one that does not build.
@@ -14,18 +14,12 @@ comes from the cache, as no commit touches it).  Goal: a probe
 
 from __future__ import annotations
 
-import os
-import sys
-
-# Named as the issue asks, like the standard library's bisect (which random imports):
-# this folder stays off the import path.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse
 import json
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
