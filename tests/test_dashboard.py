@@ -34,7 +34,8 @@ EVIL = ("<script>document.title='pwned'</script>"
         "<img src=x onerror=\"document.title='pwned-img'\">\n")
 # The newest night against the one before, board by board.
 STORY = {0: (Status.PASS, Status.PASS), 1: (Status.PASS, Status.FAIL),  # a regression
-         2: (Status.FAIL, Status.FAIL), 3: (Status.PASS, Status.KNOWN),  # still failing, known
+         2: (Status.FAIL, Status.FAIL), 3: (Status.PASS, Status.KNOWN),  # still failing, and a
+         # regression that matches a known issue: explained, never excused
          4: (Status.PASS, Status.ERROR), 5: (Status.FAIL, Status.PASS)}  # lab error, fixed
 
 
@@ -142,12 +143,12 @@ def test_matrix_renders_with_the_regression_highlighted(browse, site):
     assert "regression" in classes[1] and "v-FAIL" in classes[1]
     assert "still-failing" in classes[2] and "regression" not in classes[2]
     assert "fixed" in classes[5] and "v-PASS" in classes[5]
-    assert "known" in classes[3] and "v-KNOWN" in classes[3]
+    assert "known" in classes[3] and "v-KNOWN" in classes[3] and "regression" in classes[3]
     assert "infra" in classes[4] and "regression" not in classes[4]
     assert not {"regression", "fixed", "still-failing"} & set(classes[0])
-    # The list on top names the regression and the run it is measured against.
+    # The list on top names the regressions and the runs they are measured against.
     regressions = [a for t, a in dom.elements if t == "li" and a.get("class") == "regression"]
-    assert len(regressions) == 1
+    assert len(regressions) == 2
     text = "".join(dom.text)
     prev = run_of(site[0], 1, BEFORE).run_id
     assert f"REGR. vs. {prev}" in text
@@ -220,9 +221,11 @@ def test_run_page_escapes_and_refuses_script_links(tmp_path):
     r = RunRecord.start(results, "b", arch="arm64", tester="<i>t</i>")
 
     class Issue:
+        culprit = "harness"
+
         def to_dict(self):
             return {"id": "x", "label": "<b>label</b>", "link": "javascript:alert(1)",
-                    "culprit": "lab"}
+                    "culprit": "harness"}
     r.step_finished("uboot", "FAIL", 1, message="<script>alert(1)</script>",
                     evidence=["<img src=x onerror=alert(1)>"], known=Issue())
     r.finish()

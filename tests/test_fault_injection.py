@@ -270,7 +270,8 @@ def test_known_issue_is_reported_as_known_not_hidden(tmp_path):
     known = tmp_path / "known.yaml"
     known.write_text("""
 - id: xl-0001
-  board: fake-*
+  target: fake-*
+  arch: arm64
   step: xen_boots
   regex: "Injected by xenlab's fault tests"
   label: fault-injection panic

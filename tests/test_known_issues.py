@@ -6,23 +6,26 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import attr
 import pytest
 
 from xenlab.errors import XenlabError
 from xenlab.lab import monitors
-from xenlab.run.known_issues import CULPRITS, failure_text, load_known_issues, match
+from xenlab.run.known_issues import (CULPRITS, RunContext, failure_text, load_known_issues,
+                                     match)
 from xenlab.run.record import RunRecord
 
 BUNDLED = Path(__file__).resolve().parent.parent / "boards" / "known-issues.yaml"
 
 ENTRY = """
 - id: {id}
-  board: "{board}"
+  target: "{target}"
   step: "{step}"
   regex: '{regex}'
   label: "a label"
   link: "https://example.org/bug/1"
   culprit: {culprit}
+  arch: arm64
 """
 
 
@@ -32,8 +35,13 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def entry(id="x", board="*", step="*", regex="boom", culprit="xen") -> str:
-    return ENTRY.format(id=id, board=board, step=step, regex=regex, culprit=culprit)
+def entry(id="x", target="*", step="*", regex="boom", culprit="xen") -> str:
+    return ENTRY.format(id=id, target=target, step=step, regex=regex, culprit=culprit)
+
+
+ARM64 = RunContext("qemu-arm64", "qemu-virt-arm64", "arm64", None, True, "4.17.5")
+ARM32 = RunContext("qemu-arm32", "qemu-virt-arm32", "arm32", None, True, "4.17.5")
+RPI4 = RunContext("rpi4", "rpi4", "arm64", None, False, "4.17.5")  # the board itself
 
 
 def test_bundled_file_is_valid():
@@ -49,27 +57,44 @@ def test_bundled_entries_match_what_they_describe():
     hotplug = failure_text("stage-timeout:domu", "no DomU shell within 180 s", [
         "libxl: error: libxl_aoutils.c:646:libxl__kill_xs_path: Device Model already exited",
         "libxl: error: killing execution of /etc/xen/scripts/block add because of timeout"])
-    assert match("zcu102", "domu-create", hotplug, issues=issues).id == "hotplug-script-timeout"
+    assert match(RPI4, "domu-create", hotplug, issues=issues).id == "hotplug-script-timeout"
     stall = "[  42.1] rcu: INFO: rcu_sched self-detected stall on CPU"
-    assert match("qemu-virt-arm64", "dom0", stall, issues=issues).id == "tcg-rcu-stall"
-    assert match("zcu102", "dom0", stall, issues=issues) is None  # real hardware: not TCG
+    assert match(ARM64, "dom0", stall, issues=issues).id == "tcg-rcu-stall"
+    assert match(RPI4, "dom0", stall, issues=issues) is None  # real hardware: not TCG
     timeout = failure_text("stage-timeout:domu", "no DomU shell", [])
-    assert match("qemu-virt-arm64", "domu", timeout, issues=issues) is None
+    assert match(ARM64, "domu", timeout, issues=issues) is None
 
 
-def test_a_recorded_arm32_gzip_trap_is_the_known_xen_bug():
-    # A real console (tests/data/README.md): classified as Xen's panic, then matched
-    # by its evidence; another panic in kernel_probe's neighbourhood is not it.
-    text = (BUNDLED.parent.parent / "tests" / "data" / "qemu-arm32-gzip-unaligned.log").read_text(
-        errors="replace")
+GZIP_TRAP = (BUNDLED.parent.parent / "tests" / "data" / "qemu-arm32-gzip-unaligned.log")
+
+
+def gzip_trap_text() -> str:
+    text = GZIP_TRAP.read_text(errors="replace")
     status, classification, evidence = monitors.classify(text, "xen")
     assert (str(status), classification) == ("FAIL", "xen-panic")
-    known = match("qemu-arm32", "xen_creates_every_domu",
-                  failure_text(classification, "Panic on CPU 0", evidence))
+    return failure_text(classification, "Panic on CPU 0", evidence)
+
+
+def test_the_recorded_arm32_gzip_trap_on_the_gzip_variant_is_the_known_xen_bug():
+    # A real console (tests/data/README.md): classified as Xen's panic, then matched
+    # by its evidence, on the arch, variant and Xen line the entry names.
+    gzip = attr.evolve(ARM32, variant="gzip")
+    known = match(gzip, "xen_creates_every_domu", gzip_trap_text())
     assert known is not None and known.id == "arm32-gzip-kernel-unaligned" and known.culprit == "xen"
     other = failure_text("xen-panic", "Panic on CPU 0", ["(XEN) Panic on CPU 0:",
                                                          "(XEN) Failed to allocate requested dom0 memory"])
-    assert match("qemu-arm32", "xen_boots", other) is None
+    assert match(gzip, "xen_boots", other) is None
+
+
+@pytest.mark.parametrize("ctx, why", [
+    (attr.evolve(ARM64, variant="gzip"), "arm64: the trap is arm32's"),
+    (ARM32, "the dom0 smoke test loads no gzip'd kernel"),
+    (attr.evolve(ARM32, variant="gzip", xen="4.20.4"), "another Xen line"),
+    (attr.evolve(ARM32, variant="gzip", xen=None), "a Xen that never said its version"),
+])
+def test_the_same_trap_outside_the_entrys_scope_is_not_known(ctx, why):
+    """An arm64 crash in kernel_probe, or one on another variant or Xen, is news."""
+    assert match(ctx, "xen_creates_every_domu", gzip_trap_text()) is None, why
 
 
 def test_harmless_noise_never_makes_a_failure_known():
@@ -77,17 +102,35 @@ def test_harmless_noise_never_makes_a_failure_known():
         "(XEN) d0v0: Unhandled SMC/HVC: 0x84000050",
         "(XEN) d0v0: vGICD: unhandled word write 0x000000ffffffff to ICACTIVER4",
         "(XEN) Panic on CPU 0:"])
-    assert match("qemu-virt-arm64", "xen", noise) is None
+    assert match(ARM64, "xen", noise) is None
 
 
-def test_board_and_step_globs_and_first_match_wins(tmp_path):
-    path = write(tmp_path, entry("narrow", board="rpi4*", step="dom0", regex="oops \\d+")
+def test_target_and_step_globs_and_first_match_wins(tmp_path):
+    path = write(tmp_path, entry("narrow", target="rpi4*", step="dom0", regex="oops \\d+")
                  + entry("wide", regex="oops"))
     issues = load_known_issues(path)
-    assert match("rpi4b", "dom0", "got oops 12 here", issues=issues).id == "narrow"
-    assert match("rpi4b", "dom0-shell", "got oops 12", issues=issues).id == "wide"
-    assert match("zcu102", "dom0", "oops", issues=issues).id == "wide"
-    assert match("zcu102", "dom0", "fine", issues=issues) is None
+    assert match(RPI4, "dom0", "got oops 12 here", issues=issues).id == "narrow"
+    assert match(RPI4, "dom0-shell", "got oops 12", issues=issues).id == "wide"
+    zcu = RunContext("zcu102", "zcu102", "arm64")
+    assert match(zcu, "dom0", "oops", issues=issues).id == "wide"
+    assert match(zcu, "dom0", "fine", issues=issues) is None
+    assert match(ARM32, "dom0", "oops", issues=issues) is None  # both entries say arm64
+
+
+@pytest.mark.parametrize("scope, hit, miss", [
+    ("profile: 'qemu-virt-*'", ARM64, RPI4),
+    ("target: qemu-arm64", ARM64, RunContext("qemu-arm64-gicv3", "qemu-virt-arm64-gicv3", "arm64")),
+    ("variant: dom0", ARM64, attr.evolve(ARM64, variant="dom0less")),
+    ("variant: 'static*'", attr.evolve(ARM64, variant="staticmem"), ARM64),
+    ("emulated: false", RPI4, ARM64),
+    ("xen: '>=4.17, <4.20'", ARM64, attr.evolve(ARM64, xen="4.20.4")),
+    ("xen: '==4.17.*'", ARM64, attr.evolve(ARM64, xen="4.23-unstable")),
+])
+def test_each_scope_key_narrows_an_entry(tmp_path, scope, hit, miss):
+    issues = load_known_issues(write(tmp_path, entry(culprit="dom0").replace("  arch: arm64\n", "")
+                                     + f"  {scope}\n"))
+    assert match(hit, "dom0", "boom", issues=issues) is not None
+    assert match(miss, "dom0", "boom", issues=issues) is None
 
 
 @pytest.mark.parametrize("text, key, why", [
@@ -97,6 +140,12 @@ def test_board_and_step_globs_and_first_match_wins(tmp_path):
     (entry(id="Bad Id"), "id", "must match"),
     (entry().replace('  link: "https://example.org/bug/1"\n', ""), "link", "missing"),
     (entry().replace('"a label"', '""'), "label", "must not be empty"),
+    (entry().replace("  arch: arm64\n", ""), "culprit",
+     "'xen' needs the Xen versions (key xen: '>=4.17, <4.20') or the arch"),
+    (entry(culprit="lab"), "culprit", "'lab' entries describe the emulator: add emulated: true"),
+    (entry() + "  xen: '4.17'\n", "xen", "'4.17' is not an operator"),
+    (entry() + "  arch: x86\n", "arch", "'x86' is not one of"),
+    (entry().replace('  target: "*"', '  board: "*"'), "board", "names the farm's 'target' or"),
 ])
 def test_bad_entries_name_file_index_and_key(tmp_path, text, key, why):
     path = write(tmp_path, entry("first") + text.replace("id: x", "id: second"))
@@ -141,22 +190,37 @@ def record_with(tmp_path, *steps) -> dict:
 
 def test_known_step_keeps_its_original_status_and_label(tmp_path):
     issues = load_known_issues(BUNDLED)
-    stall = "[  42.1] rcu: INFO: rcu_sched self-detected stall on CPU"
-    text = failure_text("stage-timeout:domu", "no DomU shell within 180 s", [stall])
-    known = match("qemu-virt-arm32", "domu", text, issues=issues)
+    hotplug = "libxl: error: killing execution of /etc/xen/scripts/block add because of timeout"
+    known = match(RPI4, "domu", failure_text("stage-timeout:domu", "no DomU shell within 180 s",
+                                             [hotplug]), issues=issues)
     d, rec = record_with(tmp_path, ("dom0", "PASS", {}),
                          ("domu", "FAIL", {"classification": "stage-timeout:domu",
                                            "message": "no DomU shell within 180 s",
-                                           "evidence": [stall], "known": known}))
+                                           "evidence": [hotplug], "known": known}))
     step = d["steps"][1]
     assert (step["status"], step["original_status"]) == ("KNOWN", "FAIL")
-    assert step["known"] == {"id": "tcg-rcu-stall", "label": known.label,
-                             "link": known.link, "culprit": "lab"}
+    assert step["known"] == {"id": "hotplug-script-timeout", "label": known.label,
+                             "link": known.link, "culprit": "harness"}
     assert d["verdict"] == "KNOWN" and known.label in d["verdict_reason"]
     case = ET.parse(rec.junit_xml).getroot().find("testsuite/testcase[@name='domu']")
     skipped = case.find("skipped")
     assert case.find("failure") is None
     assert skipped.get("message").startswith(f"known issue: {known.label}")
+
+
+def test_a_lab_entry_makes_the_run_the_labs_error_never_a_pass(tmp_path):
+    """The TCG RCU stall on an emulated board: ERROR (the lab's), with the issue named."""
+    stall = "[  42.1] rcu: INFO: rcu_sched self-detected stall on CPU"
+    known = match(ARM32, "domu", failure_text("stage-timeout:domu", "no DomU shell", [stall]))
+    assert known.id == "tcg-rcu-stall" and known.culprit == "lab"
+    d, _ = record_with(tmp_path, ("dom0", "PASS", {}),
+                       ("domu", "FAIL", {"classification": "stage-timeout:domu",
+                                         "message": "no DomU shell", "evidence": [stall],
+                                         "known": known}))
+    step = d["steps"][1]
+    assert (step["status"], step["original_status"]) == ("ERROR", "FAIL")
+    assert step["known"]["id"] == "tcg-rcu-stall"
+    assert d["verdict"] == "ERROR" and known.label in d["verdict_reason"]
 
 
 def test_unknown_failure_before_a_known_one_decides(tmp_path):

@@ -39,7 +39,8 @@ def run(verdict: str, run_id: str = "r", start: str = "2025-01-02T02:00:00.000Z"
     ("FAIL", "FAIL", Change.STILL_FAILING),
     ("FAIL", "KNOWN", Change.STILL_FAILING),
     ("KNOWN", "KNOWN", Change.STILL_FAILING),
-    ("PASS", "KNOWN", Change.KNOWN),
+    ("PASS", "KNOWN", Change.REGRESSION),  # a known issue explains, it never excuses
+    ("SKIP", "KNOWN", Change.REGRESSION),
     ("FAIL", "PASS", Change.FIXED),
     ("KNOWN", "PASS", Change.FIXED),
     ("ERROR", "PASS", Change.PASS),  # the lab recovered: no news about the software
@@ -84,6 +85,18 @@ def test_compare_every_category_with_osstest_words():
 def test_compare_regression_after_known_names_what_it_was():
     c = compare({"b": run("KNOWN", "p1")}, {"b": run("FAIL", "c1")})
     assert c.regressions[0].wording() == "REGR. vs. p1 (was KNOWN)"
+
+
+def test_a_known_issue_after_a_pass_is_a_regression_naming_the_issue():
+    known = {"steps": [{"name": "xen_boots", "status": "KNOWN",
+                        "known": {"id": "arm32-gzip-kernel-unaligned", "label": "l", "link": "k",
+                                  "culprit": "xen"}}]}
+    c = compare({"b": run("PASS", "p1")}, {"b": run("KNOWN", "c1", **known)})
+    assert c.regressions[0].wording() == \
+        "REGR. vs. p1 (matches known issue arm32-gzip-kernel-unaligned)"
+    still = compare({"b": run("FAIL", "p1")}, {"b": run("KNOWN", "c1", **known)}).entries[0]
+    assert still.change is Change.STILL_FAILING
+    assert still.wording() == "fail like p1 (known issue arm32-gzip-kernel-unaligned)"
 
 
 def test_compare_accepts_run_records(tmp_path):
@@ -168,6 +181,20 @@ def test_cmd_no_run_exits_non_zero_on_regressions(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "FIXED" in out and "REGR." not in out
+
+
+def test_a_known_xen_issue_after_a_pass_is_a_regression_the_nightly_exits_on(tmp_path, capsys):
+    """Issue 26: PASS, then a FAIL that matches a culprit: xen known issue: REGR., exit 1."""
+    bench.fabricate(tmp_path, boards=2, nights=1, retries=False)
+    bench.fabricate(tmp_path, boards=2, nights=1, first=1, retries=False,
+                    override={(1, 1): Status.KNOWN})
+    args = _args("--results", str(tmp_path), "--no-run", "--skip-images")
+    assert args.func(args) == 1
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("  board-01"))
+    assert "KNOWN" in line and "REGR. vs." in line
+    assert f"(matches known issue {bench.KNOWN['id']})" in line
+    assert out.index("REGRESSIONS") < out.index("board-01")
 
 
 def test_cmd_no_run_without_results_is_a_one_line_error(tmp_path):

@@ -20,8 +20,8 @@ STEPS = ("uboot", "xen_boots", "dom0_boots", "xl_info", "xl_list", "domu_create_
 MARKS = {"uboot": 0.3, "xen-banner": 1.6, "dom0-loading": 1.8, "dom0-linux": 2.6,
          "dom0-ready": 5.2, "shell": 5.3}
 FIRST_NIGHT = dt.date(2025, 1, 1)
-KNOWN = {"id": "qemu-domu-console-slow", "label": "DomU console slow under TCG",
-         "link": "https://gitlab.com/xen-project/xen/-/issues/123", "culprit": "lab"}
+KNOWN = {"id": "xen-pv-console-stall", "label": "DomU PV console stalls on Xen 4.17 (arm64)",
+         "link": "https://gitlab.com/xen-project/xen/-/issues/123", "culprit": "xen"}
 PANIC = ["(XEN) ****************************************", "(XEN) Panic on CPU 0:",
          "(XEN) Assertion 'd->arch.vgic.handler' failed at vgic.c:120",
          "(XEN) ****************************************"]

@@ -168,7 +168,7 @@ def summary(db, m: dict) -> dict:
             if b not in current and (b, before) in m["cells"]:
                 previous[b] = m["cells"][(b, before)]
     comparison = compare(previous, current)
-    keep = (Change.REGRESSION, Change.FIXED, Change.STILL_FAILING, Change.KNOWN, Change.INFRA,
+    keep = (Change.REGRESSION, Change.FIXED, Change.STILL_FAILING, Change.INFRA,
             Change.NEW, Change.MISSING)
     return {"night": last, "entries": {c.value: comparison.of(c) for c in keep}}
 

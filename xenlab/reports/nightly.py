@@ -21,14 +21,14 @@ from ..run.bisectstate import explaining
 from ..run.compare import Change, Comparison, night, verdict
 from ..run.record import RunRecord, Unreadable
 
-ORDER = (Change.REGRESSION, Change.STILL_FAILING, Change.KNOWN, Change.INFRA, Change.FIXED,
+ORDER = (Change.REGRESSION, Change.STILL_FAILING, Change.INFRA, Change.FIXED,
          Change.NEW, Change.MISSING, Change.SKIP, Change.PASS)
 TITLES = {Change.REGRESSION: "REGRESSIONS", Change.STILL_FAILING: "STILL FAILING",
-          Change.KNOWN: "KNOWN ISSUES", Change.INFRA: "LAB / HARNESS ERRORS",
+          Change.INFRA: "LAB / HARNESS ERRORS",
           Change.FIXED: "FIXED", Change.NEW: "NEW BOARDS", Change.MISSING: "MISSING BOARDS",
           Change.SKIP: "SKIPPED", Change.PASS: "PASS"}
 COUNTED = {Change.REGRESSION: "regression(s)", Change.STILL_FAILING: "still failing",
-           Change.KNOWN: "known issue(s)", Change.INFRA: "lab/harness error(s)",
+           Change.INFRA: "lab/harness error(s)",
            Change.FIXED: "fixed", Change.NEW: "new board(s)", Change.MISSING: "missing board(s)",
            Change.SKIP: "skipped", Change.PASS: "pass"}
 EXCERPT_LINES = 12

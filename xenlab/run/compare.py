@@ -3,7 +3,9 @@
 Regression, fixed, still failing, new and missing targets, in OSSTest's words
 ("REGR. vs. <run>", "fail like <run>").  Lab and harness errors (ERROR,
 ABORTED) are never a regression: the software under test did not fail, the
-lab did.  Pure functions over RunRecords or run.json-shaped mappings (the
+lab did.  A known issue is never an excuse: a lane that passed and now fails
+is a regression whichever entry the failure matches ("REGR. ... (matches
+known issue ID)"), so the nightly exits as one and bisects it.  Pure functions over RunRecords or run.json-shaped mappings (the
 dashboard's index rows): no files, no clock.
 """
 
@@ -19,9 +21,8 @@ from .record import RunRecord
 
 
 class Change(str, enum.Enum):
-    REGRESSION = "regression"  # FAIL now, did not fail before
+    REGRESSION = "regression"  # FAIL or KNOWN now, did not fail before
     STILL_FAILING = "still-failing"  # failed before too ("fail like")
-    KNOWN = "known"  # a known issue showed up: reported, not a regression
     INFRA = "infra"  # ERROR/ABORTED: the lab or the harness broke, not the software
     FIXED = "fixed"  # PASS now, FAIL/KNOWN before
     NEW = "new"  # no previous run of this board
@@ -47,6 +48,18 @@ def run_id(run) -> str:
     return run.get("run_id") if isinstance(run, Mapping) else run.run_id
 
 
+def known_id(run) -> str | None:
+    """The known issue a failed run's deciding step matched, if any."""
+    if run is None or verdict(run) is not Status.KNOWN:
+        return None
+    steps = run.get("steps", []) if isinstance(run, Mapping) else run.steps
+    for step in steps:  # RunRecord steps, run.json dicts (the dashboard's rows have no ids)
+        known = step.get("known") if isinstance(step, Mapping) else getattr(step, "known", None)
+        if isinstance(known, Mapping) and known.get("id"):
+            return str(known["id"])
+    return None
+
+
 def change_between(previous, current) -> Change:
     """How one target's `current` run compares with its `previous` run (either may be None)."""
     if current is None:
@@ -61,7 +74,9 @@ def change_between(previous, current) -> Change:
         # A KNOWN before is no excuse: the failure is no longer explained.
         return Change.STILL_FAILING if before is Status.FAIL else Change.REGRESSION
     if now is Status.KNOWN:
-        return Change.STILL_FAILING if before in _FAILED else Change.KNOWN
+        # A known issue explains a failure, it does not excuse it: failing where the lane
+        # passed is a regression even when tonight's failure matches an entry.
+        return Change.STILL_FAILING if before in _FAILED else Change.REGRESSION
     if now is Status.PASS:
         return Change.FIXED if before in _FAILED else Change.PASS
     return Change.SKIP
@@ -80,10 +95,12 @@ class TargetChange:
         """OSSTest's words for what happened to the board."""
         prev = run_id(self.previous) if self.previous is not None else None
         was = verdict(self.previous).value if self.previous is not None else None
+        known = known_id(self.current)
         return {
-            Change.REGRESSION: f"REGR. vs. {prev}" + (f" (was {was})" if was != "PASS" else ""),
-            Change.STILL_FAILING: f"fail like {prev}",
-            Change.KNOWN: f"known issue, passed in {prev}",
+            Change.REGRESSION: f"REGR. vs. {prev}" + (f" (was {was})" if was != "PASS" else "")
+                               + (f" (matches known issue {known})" if known else ""),
+            Change.STILL_FAILING: f"fail like {prev}"
+                                  + (f" (known issue {known})" if known else ""),
             Change.INFRA: "lab/harness error, not a regression",
             Change.FIXED: f"fixed, {was} in {prev}",
             Change.NEW: "new board",

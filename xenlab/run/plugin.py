@@ -29,7 +29,7 @@ from .junit import format_run
 from .placeguard import check_place, hold_place, place_lost
 from . import variantplugin
 from .variantplugin import step_of as step_name, target_names, variant_of
-from .known_issues import failure_text, load_known_issues, match as match_known_issue
+from .known_issues import RunContext, failure_text, load_known_issues, match as match_known_issue
 from .record import RunRecord, default_results_dir
 from .teardown import close_board, interrupt_reason, interrupted_line
 
@@ -156,6 +156,15 @@ class Board:
     def profile(self):
         return self.strategy.profile
 
+    def context(self) -> RunContext:
+        """Where a failure happens, as a known issue's scope reads it."""
+        info = self.record.info
+        xen = self.strategy.facts.get("xen_version") or info.get("expected_xen_version")
+        return RunContext(self.name, self.record.profile, self.record.arch,
+                          self.variant.name if self.variant else None,
+                          bool(info.get("emulation")) or bool(self.profile and self.profile.emulated),
+                          xen)
+
     def boot(self, state: str = "shell"):
         """Bring the board to `state`; later steps skip once a stage has failed."""
         if self.failure is not None and self.failure_unreported:
@@ -264,8 +273,8 @@ def pytest_runtest_makereport(item, call):
             status, classification, message, evidence = _failure_of(name, call.excinfo, b)
             classification, message = place_lost(b, status, classification, message)
             classification, message = _diagnose(b, name, call.excinfo, classification, message)
-            known = match_known_issue(b.name, name, failure_text(classification, message,
-                                                                 evidence),
+            known = match_known_issue(b.context(), name, failure_text(classification, message,
+                                                                      evidence),
                                       issues=b.known_issues)
             b.record.step_finished(name, status, report.duration, classification=classification,
                                    message=message, evidence=evidence, known=known)

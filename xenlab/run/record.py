@@ -205,8 +205,9 @@ class RunRecord:
                       known: KnownIssue | None = None) -> Step:
         """Close the running step `name` (or add it, if it was never started).
 
-        With `known`, a FAIL/ERROR becomes KNOWN; the real status stays in
-        `original_status` and the issue's id, label, link and culprit in `known`.
+        With `known`, a FAIL/ERROR becomes KNOWN (a `lab` culprit's: the lab's ERROR,
+        never a board's verdict); the real status stays in `original_status` and the
+        issue's id, label, link and culprit in `known`.
         """
         status = Status(status)
         if status not in STEP_RESULTS:
@@ -226,7 +227,8 @@ class RunRecord:
             step.evidence = [str(line) for line in evidence]
             step.reason = reason
             if known is not None:
-                step.original_status, step.status = status, Status.KNOWN
+                step.original_status = status
+                step.status = Status.ERROR if known.culprit == "lab" else Status.KNOWN
                 step.known = known.to_dict()
             self.save()
             return step

@@ -56,7 +56,7 @@ def compute_verdict(steps: Sequence[Step]) -> tuple[Status, str, str | None]:
             return Status.SKIP, f"{steps[0].name}: {steps[0].reason}", None
         return Status.PASS, "", None
     first = bad[0]
-    what = first.known["label"] if first.status is Status.KNOWN and first.known else first.message
+    what = first.known["label"] if first.known else first.message
     reason = f"{first.name}: {what}" if what else first.name
     later = [s.name for s in bad[1:]]
     if later:
