@@ -5,6 +5,7 @@ Each scenario asserts the verdict, the classification, and that console.log and
 run.json were kept.
 """
 
+import datetime as dt
 import json
 import signal
 import subprocess
@@ -264,6 +265,32 @@ def test_silent_domu_is_diagnosed_as_an_early_trap(tmp_path):
     assert "CONFIG_DEBUG_LL" in bad["message"] and "§10.1" in bad["message"]
     assert "PC:       0000000c" in (run / "diagnostics" / "xenctx-d1.txt").read_text()
     assert "Xen version" in (run / "diagnostics" / "xl-dmesg.txt").read_text()
+
+
+def test_a_xen_panic_under_a_shell_step_ends_it_within_two_seconds(tmp_path):
+    """Issue 26: a recorded console (a debug Xen's ASSERT in domain_kill, under `xl create`;
+    tests/data/README.md) replayed in the middle of a shell step, then the console closes.
+    The step is Xen's failure at once, quoting the assertion; the steps after it say the
+    board went down instead of waiting on it."""
+    boards = []
+    proc, run = run_scenario(tmp_path, "xen-panic-in-shell", keep_board=boards,
+                             pytest_args=["-k", BOOT_STEPS + " or domu or pv_"])
+    record = _record(run)
+    bad = _first_bad(record)
+    assert (bad["name"], bad["status"], bad["classification"]) == \
+        ("domu_create_console", "FAIL", "xen-bug"), bad
+    assert "Assertion 'd->domain_id == 0' failed at common/domain.c:949" in bad["message"]
+    assert any("domain_kill" in line for line in bad["evidence"]), bad["evidence"]
+    started = dt.datetime.fromisoformat(bad["started"].replace("Z", "+00:00")).timestamp()
+    reaction = started + bad["duration_s"] - boards[0].panic_sent_at
+    assert 0 < reaction < 2.0, reaction
+    after = {s["name"]: s for s in record["steps"][[s["name"] for s in record["steps"]]
+                                                     .index(bad["name"]) + 1:]}
+    assert sorted(after) == ["domu_shutdown_destroy", "pv_block", "pv_network"]
+    assert all(s["status"] == "SKIP" for s in after.values())  # pv_*: the fake has no features
+    assert after["domu_shutdown_destroy"]["reason"] == \
+        "board went down in an earlier step: FAIL [xen-bug]"
+    assert (record["verdict"], record["classification"]) == ("FAIL", "xen-bug")
 
 
 def test_known_issue_is_reported_as_known_not_hidden(tmp_path):

@@ -20,6 +20,7 @@ TRANSCRIPT = Path(__file__).resolve().parent.parent / "data" / "qemu-arm64-conso
 DOM0_CONSTRUCTION_PANIC = TRANSCRIPT.with_name("qemu-arm64-dom0-construction-panic.log")
 XEN_SILENT = TRANSCRIPT.with_name("qemu-arm64-dtuart-alias-missing.log")
 WRONG_ROOT = TRANSCRIPT.with_name("qemu-arm64-wrong-root.log")
+DOMAIN_KILL_ASSERT = TRANSCRIPT.with_name("qemu-arm64-domain-kill-assert.log")
 TESTER_PROMPT = b"~ # "  # busybox ash's root prompt: a Dom0 rootfs xenlab did not build
 
 UBOOT_PROMPT = b"=> "
@@ -51,7 +52,8 @@ NOISE = ("(XEN) d0v0: vGICD: unhandled word write 0x000000ffffffff to ICACTIVER4
 
 SCENARIOS = ("noisy-shell", "domu-silent", "clean", "hang-uboot", "hang-xen", "hang-dom0", "hang-shell", "xen-panic",
              "dom0-panic", "garbage", "uboot-reset", "eof", "tftp-missing",
-             "xen-dom0-construction-panic", "xen-silent", "dom0-wrong-root", "tester-rootfs")
+             "xen-dom0-construction-panic", "xen-silent", "dom0-wrong-root", "tester-rootfs",
+             "xen-panic-in-shell")
 
 
 KEEP = re.compile(r"^\(XEN\)|Booting Linux|Linux version|Xen \d+\.\d+ support|XENLAB|Run /init")
@@ -186,6 +188,7 @@ class FakeBoard:
         self._stop = threading.Event()
         self.received = bytearray()
         self.power_ons = 0  # "on" commands received: a run the doctor stopped has none
+        self.panic_sent_at: float | None = None  # xen-panic-in-shell: when the panic went out
         for target in (self._accept_console, self._accept_control):
             threading.Thread(target=target, daemon=True).start()
 
@@ -343,6 +346,9 @@ class FakeBoard:
                 self._silent_guest()
                 continue
             m = re.match(r"_x (\w+) '(.*)'$", line)
+            if m and self.scenario == "xen-panic-in-shell" and m.group(2).startswith("xl create"):
+                self._panic_in_command(m.group(1))
+                return
             if m:
                 cmd = m.group(2)
                 out = SHELL_OUTPUT.get(cmd)
@@ -357,6 +363,20 @@ class FakeBoard:
             if self.scenario == "noisy-shell":
                 self._send(f"{NOISE[2]}\r\n".encode())
 
+
+    def _panic_in_command(self, marker: str) -> None:
+        """What the recorded console printed when its debug Xen's domain_kill ASSERT failed
+        under `xl create` (tests/data/README.md), then QEMU's -no-reboot exit: the console
+        closes."""
+        recorded = _lines(DOMAIN_KILL_ASSERT)
+        start = next(i for i, l in enumerate(recorded) if l.startswith("Parsing config from"))
+        self.panic_sent_at = time.time()  # wall clock, as the record's step times
+        self._send(f"={marker}=B=\r\n".encode())
+        for line in recorded[start:]:
+            self._send((line + "\r\n").encode())
+        time.sleep(0.2)
+        self._conn.shutdown(socket.SHUT_RDWR)
+        self._conn.close()
 
     def _silent_guest(self) -> None:
         """`xl console` on a guest that prints nothing: wait for Ctrl-] (0x1d)."""

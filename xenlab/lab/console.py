@@ -28,6 +28,7 @@ from labgrid.util.expect import PtxExpect
 from pexpect import TIMEOUT
 
 from ..console_text import ESCAPE, clean
+from .monitors import MONITORS, Monitor
 from .rfc2217 import chunked_reads
 
 # labgrid cleans console text with its re_vt100, whose CSI body runs over anything
@@ -162,6 +163,22 @@ class ConsoleRecorder:
 _NOISE = re.compile(r"^\s*(\(XEN\)|\(d\d+\)|\[\s*\d+\.\d+\])")
 
 
+class ConsoleAlarm(Exception):
+    """What must never appear did, while a shell step waited (a Xen panic during `xl
+    destroy`, a DomU's oops, the board's U-Boot again): the step ends at once, and the
+    strategy classifies it from the console (XenStrategy.monitor_failure)."""
+
+    def __init__(self, monitor: Monitor, waiting_for: str):
+        super().__init__(f"console matched {monitor.regex.pattern!r} while waiting for "
+                         f"{waiting_for}")
+        self.monitor = monitor
+        self.waiting_for = waiting_for
+
+
+# Every monitor counts in a shell: the boot is long over (a U-Boot banner is a reset).
+_ALARMS = [m.live_pattern for m in MONITORS]
+
+
 @target_factory.reg_driver
 @attr.s(eq=False)
 class XenShellDriver(CommandMixin, Driver, CommandProtocol):
@@ -205,6 +222,17 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
         self._where = "dom0"
         self._status = 0
 
+    # -- waiting, monitors watching
+
+    def _expect(self, pattern: str, timeout: float, what: str):
+        """console.expect(pattern), or ConsoleAlarm the moment a monitor's line comes
+        first; a console that closes raises pexpect's EOF (XenQEMUDriver: QEMU exited)."""
+        index, before, match, after = self.console.expect([pattern] + _ALARMS, timeout=timeout)
+        if index:
+            self._status = 0
+            raise ConsoleAlarm(MONITORS[index - 1], what)
+        return before, match
+
     # -- typing and framing
 
     def type_line(self, line: str) -> None:
@@ -228,7 +256,7 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
     def _define_helper(self) -> None:
         # `_x N CMD`: markers around CMD; the status sits inside the closing one.
         self.type_line("_x(){ echo \"=$1=B=\"; eval \"$2\"; echo \"=$1=E=$?=\"; }")
-        self.console.expect(self._prompts[self._where], timeout=self.timeout)
+        self._expect(self._prompts[self._where], self.timeout, "the shell's prompt")
 
     def _run(self, cmd: str, *, timeout: int | None = None, raw: bool = False,
              codec: str = "utf-8", decodeerrors: str = "strict"):
@@ -237,7 +265,7 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
         self.type_line(f"_x {marker} {shlex.quote(cmd)}")
         timeout = timeout or self.timeout
         try:
-            _, before, match, _ = self.console.expect(rf"={marker}=E=(\d+)=", timeout=timeout)
+            before, match = self._expect(rf"={marker}=E=(\d+)=", timeout, f"the end of {cmd!r}")
         except TIMEOUT:
             self._status = 0  # until a prompt proves otherwise
             raise
@@ -252,7 +280,7 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
             lines.pop(0)
         while lines and not lines[-1].strip():
             lines.pop()
-        self.console.expect(self._prompts[self._where], timeout=10)
+        self._expect(self._prompts[self._where], 10, "the shell's prompt")
         self._status = 1
         return lines, [], status
 
@@ -274,10 +302,10 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
         self._where = "guest"  # attached from here on, even if the guest stays silent
         got = ""
         if marker:
-            _, before, _, _ = self.console.expect(marker, timeout=timeout)
+            before, _ = self._expect(marker, timeout, f"DomU {domain}'s ready marker")
             got = clean(before.decode("utf-8", errors="replace"))
         self.console.write(b"\r")
-        self.console.expect(self.guest_prompt, timeout=timeout)
+        self._expect(self.guest_prompt, timeout, f"DomU {domain}'s prompt")
         self._prompts["guest"] = self.guest_prompt
         self._define_helper()
         return got
@@ -295,7 +323,7 @@ class XenShellDriver(CommandMixin, Driver, CommandProtocol):
             self.console.write(b"\x1d")
             try:
                 # xl console returns to the shell, which prints its prompt by itself.
-                self.console.expect(self.prompt, timeout=5 if attempt < 2 else self.timeout)
+                self._expect(self.prompt, 5 if attempt < 2 else self.timeout, "Dom0's prompt")
                 break
             except TIMEOUT:
                 if attempt == 2:

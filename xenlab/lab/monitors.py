@@ -200,7 +200,21 @@ def classify(text: str, stage: str) -> tuple[Status, str, list[str]] | None:
     second banner) is its consequence.  A kernel panic is Dom0's unless the
     stage is a DomU one.  Evidence is the line with a few lines before it.
     """
-    guest = "domu" if "domu" in stage.lower() else "dom0"
+    found = _first_alarm(text)
+    if found is None:
+        return None
+    mon, lines, i = found
+    # A dom0less DomU's lines come through Xen as "(XEN) DOM1: ...".
+    guest = "domu" if "domu" in stage.lower() or _DOMU_LINE.search(lines[i]) else "dom0"
+    evidence = cause_lines(lines, i) + lines[max(0, i - CONTEXT_LINES):i + 1] + panic_reason(lines, i)
+    return Status(mon.status), mon.classification.format(guest=guest), evidence
+
+
+_DOMU_LINE = re.compile(r"\bDOM[1-9]\d*: ")
+
+
+def _first_alarm(text: str) -> tuple[Monitor, list[str], int] | None:
+    """The earliest monitor line of a console: (monitor, its lines, the line's index)."""
     lines = clean_lines(text)
     joined = "\n".join(lines)
     # The boot has started on the line after the first one that starts it.
@@ -211,10 +225,41 @@ def classify(text: str, stage: str) -> tuple[Status, str, list[str]] | None:
             if mon.after_boot and i <= started:
                 continue
             if mon.regex.search(text_body):
-                evidence = (cause_lines(lines, i) + lines[max(0, i - CONTEXT_LINES):i + 1]
-                            + panic_reason(lines, i))
-                return Status(mon.status), mon.classification.format(guest=guest), evidence
+                return mon, lines, i
     return None
+
+
+def first_alarm(text: str) -> Monitor | None:
+    """The monitor whose line comes first in `text`, as classify() finds it; None if none."""
+    found = _first_alarm(text)
+    return found[0] if found else None
+
+
+def alarm_failure(text: str, tail: list[str], stage: str, waiting_for: str,
+                  mon: Monitor) -> tuple[str, str, str, list[str]]:
+    """(status, classification, message, evidence) of a step a monitor's line ended:
+    classified from the whole console, the cause and the lines after it as evidence."""
+    found = classify(text, stage)
+    if found is None:  # the recorder saw less than the console did
+        return (mon.status, mon.classification.format(guest="domu" if "domu" in stage else "dom0"),
+                f"waiting for {waiting_for}: console matched {mon.regex.pattern!r}", tail)
+    status, classification, cause = found
+    return (status.value, classification, f"waiting for {waiting_for}: console shows "
+            f"{quote(cause)!r}", cause + [line for line in tail if line not in cause])
+
+
+def closed_failure(text: str, tail: list[str], stage: str, waiting_for: str,
+                   exited: str | None) -> tuple[str, str, str, list[str]]:
+    """(status, classification, message, evidence) of a step whose console closed: what the
+    console last showed explains it (a Xen panic, then QEMU's -no-reboot exit), or it is the
+    lab's: the board or its serial link went away."""
+    found = classify(text, stage)
+    if found is not None:
+        status, classification, cause = found
+        return (status.value, classification, f"the console closed waiting for {waiting_for}; "
+                f"it showed {quote(cause)!r}", cause + [line for line in tail if line not in cause])
+    return ("ERROR", "board-died" if exited else "console-lost",
+            f"{exited or 'the console closed'} while waiting for {waiting_for}", tail)
 
 
 def uboot_reply_failure(cmd: str, text: str, code: int, server: str = "") -> tuple[str, str, str]:

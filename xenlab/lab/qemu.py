@@ -29,6 +29,7 @@ from labgrid.driver.qemudriver import QEMUDriver
 from labgrid.factory import target_factory
 from labgrid.step import step
 from labgrid.util.qmp import QMPError, QMPMonitor
+from pexpect import EOF
 
 from . import pidfile
 from .signals import deferred
@@ -167,6 +168,18 @@ class XenQEMUDriver(QEMUDriver):
         self._child = None
         pidfile.remove(self._pidfile)
         self._pidfile = None
+
+    def _read(self, size=1, timeout=10, max_size=None):
+        """labgrid's read, but a console whose QEMU closed it is EOF, not silence.
+
+        A closed socket reads as b"" for ever: pexpect took that for no output and
+        waited out the step's whole timeout (Xen's panic in `xl destroy`, QEMU
+        gone with -no-reboot, then 120 s more).
+        """
+        data = super()._read(size=size, timeout=timeout, max_size=max_size)
+        if not data:
+            raise EOF(f"QEMU closed the console{': ' + self.exited() if self.exited() else ''}")
+        return data
 
     def qemu_version(self) -> str | None:
         """The QEMU binary's version ("10.0.2"), for the record; None if it cannot say."""

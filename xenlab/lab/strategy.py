@@ -30,7 +30,8 @@ from . import delivery
 from .console import ConsoleRecorder, bound_search_window, console_where
 from .failures import command_why, one_line
 from .sdcard import SDCardImageDriver  # noqa: F401  (registers SDCardImage{,Driver} for farm files)
-from .monitors import MONITORS, STAGE_MARKERS, classify, quote, uboot_reply_failure, xen_markers
+from .monitors import (MONITORS, STAGE_MARKERS, alarm_failure, closed_failure, uboot_reply_failure,
+                       xen_markers)
 
 
 class BoardState(enum.Enum):
@@ -340,8 +341,7 @@ class XenStrategy(Strategy):
                 self._check_alive(stage)
                 continue
             except EOF:
-                raise self._failure(stage, "ERROR", "console-lost",
-                                    f"console closed while waiting for {name}") from None
+                raise self.console_closed(stage, name) from None
             except OSError as exc:  # pyserial's SerialException, a reset socket
                 self._check_alive(stage)
                 raise self._failure(stage, "ERROR", "console-lost",
@@ -349,19 +349,22 @@ class XenStrategy(Strategy):
             if index == 0:
                 self._mark(name)
                 return match
-            raise self._monitor_failure(stage, name, monitors[index - 1])
+            raise self.monitor_failure(stage, name, monitors[index - 1])
 
-    def _monitor_failure(self, stage: str, name: str, mon) -> StageFailure:
+    def monitor_failure(self, stage: str, name: str, mon) -> StageFailure:
+        """A monitor's line ended the wait for `name`: the failure the console shows."""
         self._settle()  # the lines after a panic say why
-        tail = self.recorder.tail(15) if self.recorder else []
-        found = classify(self.recorder.text(), stage) if self.recorder else None
-        if found is None:  # the recorder saw less than the console did
-            return self._failure(stage, mon.status, mon.classification.format(guest="dom0"),
-                                 f"waiting for {name}: console matched {mon.regex.pattern!r}")
-        status, classification, cause = found
-        evidence = cause + [line for line in tail if line not in cause]
-        return self._failure(stage, status.value, classification,
-                             f"waiting for {name}: console shows {quote(cause)!r}", evidence)
+        text = self.recorder.text() if self.recorder else ""
+        return StageFailure(stage, *alarm_failure(text, self._tail(), stage, name, mon))
+
+    def console_closed(self, stage: str, name: str) -> StageFailure:
+        """The console closed while waiting for `name`: a panic it showed, or the lab's ERROR."""
+        exited = getattr(self.power, "exited", lambda: None)()
+        text = self.recorder.text() if self.recorder else ""
+        return StageFailure(stage, *closed_failure(text, self._tail(), stage, name, exited))
+
+    def _tail(self) -> list[str]:
+        return self.recorder.tail(15) if self.recorder else []
 
     def _check_alive(self, stage: str) -> None:
         """A power driver that knows its board died (XenQEMUDriver.exited) says why."""
@@ -379,9 +382,8 @@ class XenStrategy(Strategy):
             self.marks[name] = round(time.monotonic() - self._t0, 2)
 
     def _failure(self, stage, status, classification, message, evidence=None) -> StageFailure:
-        if evidence is None:
-            evidence = self.recorder.tail(15) if self.recorder else []
-        return StageFailure(stage, status, classification, message, evidence)
+        return StageFailure(stage, status, classification, message,
+                            self._tail() if evidence is None else evidence)
 
     # -- power
 

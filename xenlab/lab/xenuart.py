@@ -16,6 +16,9 @@ import time
 
 from pexpect import TIMEOUT
 
+from .console import ConsoleAlarm
+from .monitors import first_alarm
+
 SWITCH = b"\x01\x01\x01"  # CTRL-a three times
 _INPUT = re.compile(rb"\*\*\* Serial input to (?:DOM(\d+)|Xen)")
 # Xen's vpl011 input buffer is small: typed faster than the DomU reads, characters drop.
@@ -39,9 +42,13 @@ def wait_line(strategy, pattern: str, timeout: float, since: int = 0):
     regex = re.compile(pattern, re.M)
     deadline = time.monotonic() + timeout
     while True:
-        m = regex.search(strategy.recorder.text(), since)
+        text = strategy.recorder.text()
+        m = regex.search(text, since)
         if m or time.monotonic() >= deadline:
             return m
+        alarm = first_alarm(text)  # a panic, an oops, a reset: no line will come
+        if alarm is not None:
+            raise ConsoleAlarm(alarm, f"a line matching {pattern!r}")
         try:
             strategy.console.expect(pattern, timeout=min(1.0, max(deadline - time.monotonic(), 0.1)))
         except TIMEOUT:

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 from labgrid.strategy.common import StrategyError
-from pexpect import TIMEOUT
+from pexpect import EOF, TIMEOUT
 
 from ..errors import StageFailure, XenlabError
 from ..lab import delivery, places, signals
+from ..lab.console import ConsoleAlarm
 from ..lab.diagnose import Diagnosis, silent_xen, toolstack_mismatch
 from ..lab.failures import stage_failure
 from ..lab.preflight import doctor_verdict, preflight
@@ -171,8 +172,10 @@ class Board:
             self.failure_unreported = False
             raise self.failure
         if self.failure is not None:
-            pytest.skip(f"board did not boot: {self.failure.stage} stage "
-                        f"{self.failure.status} [{self.failure.classification}]")
+            f = self.failure
+            if f.stage in ("prepare", "power", "uboot", "xen", "dom0", "shell"):
+                pytest.skip(f"board did not boot: {f.stage} stage {f.status} [{f.classification}]")
+            pytest.skip(f"board went down in an earlier step: {f.status} [{f.classification}]")
         try:
             self.strategy.transition(state)
         except StrategyError as exc:
@@ -319,6 +322,13 @@ def _diagnose(b: "Board", step: str, excinfo, classification: str, message: str)
 def _failure_of(name, excinfo, b: Board):
     exc = excinfo.value if excinfo else None
     tail = b.strategy.recorder.tail(15) if b.strategy.recorder else []
+    if isinstance(exc, (ConsoleAlarm, EOF)):
+        # A panic, an oops or a reset under a shell step, or the console gone: the board is
+        # down, the step ends now, and the later steps skip rather than wait on it.
+        stage = "domu" if b.strategy.shell.in_guest else "step"
+        exc = b.failure = (b.strategy.monitor_failure(stage, exc.waiting_for, exc.monitor)
+                           if isinstance(exc, ConsoleAlarm) else
+                           b.strategy.console_closed(stage, f"step {name}"))
     if isinstance(exc, StageFailure):
         return exc.status, exc.classification, exc.message, exc.evidence or tail
     if isinstance(exc, TIMEOUT):
