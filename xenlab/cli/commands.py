@@ -18,6 +18,7 @@ from ..images.manifest import manifest_path, pin_manifest
 from ..lab import bench
 from ..plan import imagebuilder
 from ..plan.doctor import doctor
+from ..plan.native import NativePlan
 from ..images.xenfeatures import xen_under_test
 from ..plan.prepare import boot_files, image_set_for, prepare
 from ..plan.profile import list_boards, load_profile
@@ -108,6 +109,8 @@ def _board_line(board) -> str:
 def cmd_plan(args) -> int:
     script = args.script
     if args.imagebuilder:  # the tester's own ImageBuilder config, read as data
+        if args.native:
+            raise XenlabError("--native and --imagebuilder: give one")
         if args.images or args.variant:
             raise XenlabError("--imagebuilder names its own files and domains: drop --images/--variant")
         config = imagebuilder.read_config(Path(args.imagebuilder))
@@ -119,7 +122,16 @@ def cmd_plan(args) -> int:
     else:
         board = prepare(args.board, args.images or None, variant=args.variant)
         plan = board.plan
-        print(_board_line(board))
+        if args.native:
+            if args.variant or args.dtb:
+                raise XenlabError("--native boots the dom0 smoke test's kernel without Xen: drop "
+                                  "--variant and --dtb")
+            plan = NativePlan.build(board.profile, board.files["dom0-kernel"],
+                                    board.files["dom0-ramdisk"], board.dtb)
+            print(f"{_board_line(board)}, natively: Dom0's kernel without Xen, command line "
+                  f"{plan.bootargs!r}")
+        else:
+            print(_board_line(board))
     print(plan.table())
     print()
     for cmd in plan.uboot_prelude() + plan.uboot_commands():

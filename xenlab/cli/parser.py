@@ -92,6 +92,9 @@ def build_parser() -> ArgumentParser:
     plan.add_argument("--imagebuilder", metavar="CONFIG", type=existing_file,
                       help="an ImageBuilder config (uboot-script-gen -c): its files, Dom0, DomUs and "
                            "cpupools, on this board; parsed as data, never sourced")
+    plan.add_argument("--native", action="store_true",
+                      help="the plan that boots Dom0's kernel, initramfs and DTB without Xen "
+                           "(seed §7; what a run does when Dom0 fails under Xen)")
     plan.set_defaults(func=cmd_plan)
 
     st = sub.add_parser("stage", help="copy the files a board's plan loads, under their load names, "

@@ -207,8 +207,10 @@ class XenStrategy(Strategy):
                                 f"{command_why(exc)}") from None
 
     @step()
-    def _to_uboot(self) -> None:
-        plan = self.prepare()
+    def _to_uboot(self, plan=None) -> None:
+        """Power on and reach U-Boot with `plan`'s files loaded (the prepared plan, or the
+        native one: lab/nativeboot.py), all but its boot command typed."""
+        plan = plan or self.prepare()
         self.stage_started["uboot"] = time.monotonic()
         try:
             delivery.deliver(self, plan)

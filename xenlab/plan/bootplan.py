@@ -240,27 +240,7 @@ class BootPlan:
 
     def boot_script(self, path: os.PathLike) -> Path:
         """Write boot.cmd beside `path` and wrap it with mkimage into `path` (boot.scr)."""
-        scr = Path(path)
-        cmd = scr.with_suffix(".cmd")
-        atomic_write(cmd, "\n".join(self.uboot_commands()) + "\n")
-        mkimage = shutil.which("mkimage")
-        if mkimage is None:
-            raise XenlabError("mkimage not found (Debian package u-boot-tools)")
-        tmp = scr.with_name(f".{scr.name}.tmp")
-        # mkimage stamps the header with SOURCE_DATE_EPOCH when set: the same plan then
-        # makes the same boot.scr, and restaging it onto a card changes nothing.
-        env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
-        proc = subprocess.run([mkimage, "-A", self.profile.mkimage_arch, "-O", "linux", "-T", "script",
-                               "-C", "none", "-n", f"xenlab {self.profile.name}"[:31],
-                               "-d", str(cmd), str(tmp)], capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise XenlabError(f"mkimage failed for {cmd}: {proc.stderr.strip() or proc.stdout.strip()}")
-        if tmp.stat().st_size > SCRIPT_SLOT:
-            tmp.unlink()
-            raise XenlabError(f"boot script {scr} is larger than its {_human(SCRIPT_SLOT)} slot")
-        os.replace(tmp, scr)
-        return scr
+        return write_boot_script(self.profile, self.uboot_commands(), path)
 
     def offline_dtb(self, out_path: os.PathLike) -> Path:
         """The DTB with the same /chosen edits applied by pyfdt, written to `out_path`."""
@@ -316,6 +296,31 @@ class BootPlan:
         rows += [("static-heap", "-", f"{a:#x}", f"{a + n:#x}", _human(n), "-") for a, n in self.static_heap]
         widths = [max(len(r[i]) for r in rows) for i in range(6)]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def write_boot_script(profile: BoardProfile, commands: list[str], path: os.PathLike) -> Path:
+    """`commands` as boot.cmd beside `path`, wrapped by mkimage into `path` (boot.scr)."""
+    scr = Path(path)
+    cmd = scr.with_suffix(".cmd")
+    atomic_write(cmd, "\n".join(commands) + "\n")
+    mkimage = shutil.which("mkimage")
+    if mkimage is None:
+        raise XenlabError("mkimage not found (Debian package u-boot-tools)")
+    tmp = scr.with_name(f".{scr.name}.tmp")
+    # mkimage stamps the header with SOURCE_DATE_EPOCH when set: the same plan then
+    # makes the same boot.scr, and restaging it onto a card changes nothing.
+    env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
+    proc = subprocess.run([mkimage, "-A", profile.mkimage_arch, "-O", "linux", "-T", "script",
+                           "-C", "none", "-n", f"xenlab {profile.name}"[:31],
+                           "-d", str(cmd), str(tmp)], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise XenlabError(f"mkimage failed for {cmd}: {proc.stderr.strip() or proc.stdout.strip()}")
+    if tmp.stat().st_size > SCRIPT_SLOT:
+        tmp.unlink()
+        raise XenlabError(f"boot script {scr} is larger than its {_human(SCRIPT_SLOT)} slot")
+    os.replace(tmp, scr)
+    return scr
 
 
 # --------------------------------------------------------------------------- checks

@@ -329,6 +329,12 @@ def bisect_regressions(comparison, history, farm_path, results: Path, tester: st
     """`nightly --bisect`: a bisection for each regression built from a tree; a line each."""
     lines = []
     for entry in comparison.regressions:
+        native = entry.current.info.get("native") if isinstance(entry.current, RunRecord) else None
+        if isinstance(native, dict) and native.get("result") == "fails":
+            # Seed §7: the same kernel fails on the bare board too: not Xen's to bisect.
+            lines.append(f"{entry.target}: not bisected: its Dom0 kernel fails without Xen too "
+                         "(native: fails)")
+            continue
         try:
             req = from_regression(entry.current, history)
         except XenlabError as exc:

@@ -32,7 +32,7 @@ from . import variantplugin
 from .variantplugin import step_of as step_name, target_names, variant_of
 from .known_issues import RunContext, failure_text, load_known_issues, match as match_known_issue
 from .record import RunRecord, default_results_dir
-from .teardown import close_board, interrupt_reason, interrupted_line
+from .teardown import blame_natively, close_board, interrupt_reason, interrupted_line
 
 try:  # labgrid's plugin stashes the environment it loaded from --lg-env
     from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
@@ -60,6 +60,10 @@ def pytest_addoption(parser, pluginmanager):
                     default=os.environ.get("XENLAB_DOCTOR") or "on",
                     help="doctor errors before power-on end the run as ERROR board-setup (default "
                          "on; off: boot anyway, e.g. when the firmware fixes the DTB at boot)")
+    group.addoption("--xenlab-native", action="store_true",
+                    default=bool(os.environ.get("XENLAB_NATIVE")),
+                    help="after the run, boot the Dom0 kernel, initramfs and DTB without Xen and "
+                         "record whether it boots (always done when dom0_boots fails; seed §7)")
     group.addoption("--xenlab-place-wait", type=_seconds,
                     default=os.environ.get("XENLAB_PLACE_WAIT") or "60",
                     help="seconds to wait for a RemotePlace target's place held by someone "
@@ -202,6 +206,7 @@ def board(request):
                              run_id=request.config.getoption("--xenlab-run-id"),
                              info=run_info(variant))
     b = Board(target, record, request.config.getoption("--xenlab-tester"))
+    b.native_wanted = request.config.getoption("--xenlab-native")  # at the end, as asked
     _BOARDS[target.name] = b
     b.lease = lease
     strategy.record_to(record.console_log)
@@ -248,6 +253,8 @@ def _finish(b: Board, abort_reason: str | None = None) -> None:
         return
     del _BOARDS[b.name]
     try:
+        if b.native_wanted and "native" not in b.record.info and not interrupt_reason():
+            blame_natively(b)
         # Held, so an interrupt can't stop the power-off halfway (all of it is bounded).
         with signals.deferred():
             close_board(b, abort_reason or interrupt_reason())
@@ -281,6 +288,9 @@ def pytest_runtest_makereport(item, call):
                                       issues=b.known_issues)
             b.record.step_finished(name, status, report.duration, classification=classification,
                                    message=message, evidence=evidence, known=known)
+            if name == "dom0_boots" and status == "FAIL":
+                blame_natively(b)  # seed §7: whose failure is it, Xen's or the kernel's?
+
 
 
 def _diagnose(b: "Board", step: str, excinfo, classification: str, message: str):

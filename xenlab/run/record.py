@@ -122,8 +122,9 @@ class RunRecord:
 
     @property
     def verdict_label(self) -> str:
-        """"PASS (n skipped)" when steps were skipped; else the verdict."""
-        return verdict_label(self.verdict.value, [s.status.value for s in self.steps])
+        """The verdict as tables show it (steps.verdict_label): "PASS (1 skipped)"."""
+        return verdict_label(self.verdict.value, [s.status.value for s in self.steps],
+                             self.info.get("native") if isinstance(self.info, dict) else None)
 
     # -- files
 
@@ -135,7 +136,6 @@ class RunRecord:
     def console_log(self) -> Path:
         """Written by the strategy's console recorder; the record only refers to it."""
         return self.path / "console.log"
-
     def failure_excerpt(self, lines: int) -> str:
         """About `lines` console lines around the first failed step's last evidence line
         (the nightly mail's regressions, a bisection's first bad commit)."""

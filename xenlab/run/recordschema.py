@@ -64,6 +64,11 @@ INFO = {
         "emulation": _OPT_TEXT,  # "QEMU 10.0.2 -M raspi4b": an emulated board
         "target_dtb_fixups": {"type": "array", "items": {"type": "string"}},  # the farm target's
         "target_xen_cmdline": _OPT_TEXT,  # ... and its Xen options
+        # Seed §7: the Dom0 kernel booted without Xen: boots, fails, not-run, error
+        "native": {"type": "object", "required": ["result"], "properties": {
+            "result": {"enum": ["boots", "fails", "not-run", "error"]}, "console": _TEXT,
+            "reason": _TEXT, "classification": _OPT_TEXT, "message": _TEXT, "bootargs": _TEXT,
+            "seconds": {"type": "number"}}},
         "dom0_kernel": _OPT_TEXT,
         "domU_kernel": _OPT_TEXT,
         "nr_cpus": {"type": "integer"},

@@ -64,8 +64,12 @@ def compute_verdict(steps: Sequence[Step]) -> tuple[Status, str, str | None]:
     return first.status, reason, first.classification
 
 
-def verdict_label(verdict: str, statuses: Sequence[str]) -> str:
+def verdict_label(verdict: str, statuses: Sequence[str], native=None) -> str:
     """A verdict as every table shows it: a PASS whose run skipped steps says how many
-    ("PASS (2 skipped)"): a skipped step was never shown to work."""
+    ("PASS (2 skipped)"): a skipped step was never shown to work; a run whose Dom0 kernel
+    was booted without Xen says how that went ("FAIL (native: boots)", seed §7)."""
     skipped = sum(1 for status in statuses if status == "SKIP")
-    return f"{verdict} ({skipped} skipped)" if verdict == "PASS" and skipped else verdict
+    label = f"{verdict} ({skipped} skipped)" if verdict == "PASS" and skipped else verdict
+    if isinstance(native, dict) and native.get("result") in ("boots", "fails"):
+        label += f" (native: {native['result']})"
+    return label

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from ..lab import signals
 from ..lab.monitors import parse_console_facts
+from ..lab.nativeboot import NATIVE_CONSOLE, boot_native
 
 
 def interrupt_reason() -> str | None:
@@ -39,6 +40,14 @@ def close_board(b, abort_reason: str | None = None) -> None:
             _power_off(strategy, interrupted=bool(abort_reason))
             if strategy.recorder is not None:
                 strategy.recorder.close()
+
+
+def blame_natively(b) -> None:
+    """Seed §7: boot the same Dom0 kernel, initramfs and DTB without Xen (a failed Dom0, or
+    --xenlab-native); the record says how it went, its console beside the run's."""
+    if b.strategy.prepared is None:
+        return
+    b.record.set_info(native=boot_native(b.strategy, b.record.path / NATIVE_CONSOLE))
 
 
 def _power_off(strategy, interrupted: bool) -> None:
