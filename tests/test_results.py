@@ -524,3 +524,15 @@ def test_format_run(tmp_path):
     assert any(l.split() == ["dom0", "FAIL", "45.0", "stage-timeout:dom0"] for l in lines)
     assert lines[-1] == ("verdict: FAIL [stage-timeout:dom0]: "
                          "dom0: no dom0-ready within 180 s")
+
+
+def test_format_run_shows_a_known_issue_without_a_link_and_a_native_boot(tmp_path):
+    """A record's known issue may lack its link (the schema allows it: the fuzzer's find)."""
+    rec = start(tmp_path)
+    d = json.loads(rec.run_json.read_text())
+    d["steps"] = [{"name": "dom0", "status": "KNOWN", "duration_s": 1.0, "classification": "x",
+                   "known": {"id": "k", "label": "a known thing"}}]
+    d.update(verdict="FAIL", info={"native": {"result": "boots"}})
+    table = format_run(d)
+    assert "known: a known thing" in table and "(None)" not in table
+    assert table.splitlines()[-1] == "verdict: FAIL (native: boots)"

@@ -14,11 +14,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import attr
+
 from ..errors import StageFailure, XenlabError
 from ..plan.native import NativePlan
 from .monitors import STAGE_MARKERS
 
 NATIVE_CONSOLE = "native-console.log"  # beside the run's console.log
+NATIVE_MIN_S = 180.0
 
 
 def boot_native(strategy, console_log: Path) -> dict:
@@ -40,6 +43,11 @@ def boot_native(strategy, console_log: Path) -> dict:
     strategy.cut_power()
     main = strategy.recorder  # closed by record_to, its text kept: the run's own console
     strategy.record_to(console_log)
+    profile = strategy.profile
+    # A kernel alone brings up every CPU (Dom0 has one vCPU): under TCG that is slow, so
+    # it gets at least NATIVE_MIN_S to its ready marker, whatever Dom0's stage allows.
+    scale = max(1.0, NATIVE_MIN_S / profile.timeout("dom0"))
+    strategy.profile = attr.evolve(profile, timeout_multiplier=profile.timeout_multiplier * scale)
     try:
         strategy._to_uboot(plan)
         strategy.stage_started["dom0"] = time.monotonic()
@@ -54,6 +62,7 @@ def boot_native(strategy, console_log: Path) -> dict:
         out.update(result="fails" if f.status == "FAIL" else "error",
                    classification=f.classification, message=f.message, bootargs=plan.bootargs)
     finally:
+        strategy.profile = profile
         strategy.cut_power()
         strategy.recorder.close()
         strategy.recorder = main

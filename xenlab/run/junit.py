@@ -62,13 +62,15 @@ def format_run(record) -> str:
         secs = "" if s.get("duration_s") is None else f"{s['duration_s']:.1f}"
         cls = s.get("classification") or ""
         if s["status"] == "KNOWN" and s.get("known"):
-            cls = f"{cls} — known: {s['known']['label']} ({s['known']['link']})".lstrip(" —")
+            link = f" ({s['known']['link']})" if s["known"].get("link") else ""  # optional
+            cls = f"{cls} — known: {s['known']['label']}{link}".lstrip(" —")
         elif s["status"] == "SKIP" and s.get("reason"):
             cls = s["reason"]
         out.append(f"{s['name']:<24} {s['status']:<8} {secs:>8}  {cls}".rstrip())
     cls = f" [{d['classification']}]" if d.get("classification") else ""
     why = f": {d['verdict_reason']}" if d.get("verdict_reason") else ""
-    label = verdict_label(d["verdict"], [s.get("status") for s in d.get("steps", [])])
+    label = verdict_label(d["verdict"], [s.get("status") for s in d.get("steps", [])],
+                          info.get("native"))
     out += ["", f"verdict: {label}{cls}{why}"]
     return "\n".join(out)
 
