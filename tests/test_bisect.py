@@ -198,6 +198,16 @@ def test_a_regression_that_cannot_be_bisected_is_one_line(tmp_path, good_build, 
     assert line.startswith("qemu-arm64: not bisected: ") and expect in line
 
 
+def test_a_regression_whose_kernel_fails_without_xen_too_is_not_bisected(tmp_path):
+    """Seed §7: the same Dom0 kernel fails on the bare board: not Xen's to bisect."""
+    bad, history = _nights(tmp_path, dict(GIT_BUILD, commit="1" * 40), dict(GIT_BUILD, commit="2" * 40))
+    bad.set_info(native={"result": "fails", "console": "native-console.log"})
+    comparison = compare.compare(compare.previous_runs(history, {bad.lane: bad}), {bad.lane: bad})
+    (line,) = bisect.bisect_regressions(comparison, history, REPO / "farm.yaml", tmp_path, "t")
+    assert line == ("qemu-arm64: not bisected: its Dom0 kernel fails without Xen too "
+                    "(native: fails)")
+
+
 def test_the_bisection_shows_beside_its_regression(tmp_path):
     results = tmp_path / "results"
     bad, history = _nights(results, dict(GIT_BUILD, commit="1" * 40), dict(GIT_BUILD, commit="2" * 40))

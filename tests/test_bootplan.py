@@ -478,3 +478,17 @@ def test_a_command_line_starting_with_cells_or_bytes_syntax_stays_a_string(tmp_p
     raw = subprocess.run(["fdtget", "-t", "bi", str(out), "/chosen", "xen,dom0-bootargs"],
                          capture_output=True, text=True, check=True).stdout.split()
     assert raw[-1] == "0" and raw[0] == str(ord(" "))  # NUL-terminated text, not cells
+
+
+def test_the_native_plan_boots_dom0s_kernel_without_xen(capsys):
+    """`xenlab plan BOARD --native` (seed §7): Dom0's files 64 MiB into RAM, its command line
+    without the Xen console, booti with the initramfs and the DTB."""
+    from xenlab.cli import main
+    assert main(["plan", "qemu-virt-arm64", "--native"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "natively: Dom0's kernel without Xen, command line 'rdinit=/init earlycon'" in out[0]
+    kernel = next(l for l in out if l.startswith("dom0-kernel")).split()
+    assert int(kernel[2], 16) >= 0x40000000 + (64 << 20)
+    assert 'fdt set /chosen bootargs "rdinit=/init earlycon"' in out
+    boot = out[-1].split()
+    assert boot[0] == "booti" and ":" in boot[2] and "xen" not in " ".join(out).split("image set")[1]

@@ -120,12 +120,12 @@ def cmd_plan(args) -> int:
         if name and not script:  # UBOOT_SCRIPT: written beside the config, as uboot-script-gen does
             script = str(Path(args.imagebuilder).parent / plan_script_name(name))
     else:
+        if args.native and (args.variant or args.dtb):
+            raise XenlabError("--native boots the dom0 smoke test's kernel without Xen: drop "
+                              "--variant and --dtb")
         board = prepare(args.board, args.images or None, variant=args.variant)
         plan = board.plan
         if args.native:
-            if args.variant or args.dtb:
-                raise XenlabError("--native boots the dom0 smoke test's kernel without Xen: drop "
-                                  "--variant and --dtb")
             plan = NativePlan.build(board.profile, board.files["dom0-kernel"],
                                     board.files["dom0-ramdisk"], board.dtb)
             print(f"{_board_line(board)}, natively: Dom0's kernel without Xen, command line "
