@@ -30,12 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from labgrid.util import re_vt100  # noqa: E402
-from labgrid.util.expect import PtxExpect  # noqa: E402
 
 from pexpect import TIMEOUT  # noqa: E402
 from support.serialflood import console_text, flooded_console  # noqa: E402
 from test_console_linear import PATHOLOGICAL, FloodingBoard  # noqa: E402
-from xenlab.console_text import body, clean, clean_lines  # noqa: E402
+from xenlab.console_text import body  # noqa: E402
 from xenlab.lab import diagnose, monitors  # noqa: E402
 from xenlab.lab import console as lab_console  # noqa: E402
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xenlab.plan.profile import STAGES, boards_dir, list_boards, load_profile
+from xenlab.plan.profile import NATIVE_MIN_S, STAGES, boards_dir, list_boards, load_profile
 from xenlab.plan.dtb import CorruptDtb, DtbInfo, resolve_dtb
 from xenlab.errors import XenlabError
 
@@ -78,6 +78,19 @@ def test_only_profiles_are_listed(tmp_path, monkeypatch):
 def test_profile_by_path_equals_profile_by_name():
     name = "qemu-virt-arm64"
     assert load_profile(boards_dir() / f"{name}.yaml") == load_profile(name)
+
+
+def test_native_timeout_is_the_profiles_else_dom0s_with_a_floor(tmp_path):
+    rpi4 = load_profile("rpi4")  # no timeouts.native: Dom0's, at least NATIVE_MIN_S
+    assert rpi4.native_timeout() == max(rpi4.timeout("dom0"), NATIVE_MIN_S)
+    slow = load_profile(write_variant(tmp_path, "qemu-virt-arm64",
+                                      lambda d: d["timeouts"].update(dom0=400)))
+    assert slow.native_timeout() == 400 * slow.timeout_multiplier
+    own = load_profile(write_variant(tmp_path, "qemu-virt-arm64",
+                                     lambda d: d["timeouts"].update(native=7)))
+    assert own.native_timeout() == 7 * own.timeout_multiplier
+    assert "key 'timeouts.native': 0 is too small" in load_error(
+        write_variant(tmp_path, "qemu-virt-arm64", lambda d: d["timeouts"].update(native=0)))
 
 
 def test_unknown_stage_timeout_is_an_error():

@@ -21,7 +21,7 @@ import pytest
 
 import support.fabricate as bench
 from xenlab.cli import build_parser, main
-from xenlab.errors import Status, XenlabError
+from xenlab.errors import Status
 from xenlab.reports import dashboard
 from xenlab.reports.dashindex import open_index
 from xenlab.run.record import RunRecord, list_runs

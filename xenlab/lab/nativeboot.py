@@ -21,7 +21,6 @@ from ..plan.native import NativePlan
 from .monitors import STAGE_MARKERS
 
 NATIVE_CONSOLE = "native-console.log"  # beside the run's console.log
-NATIVE_MIN_S = 180.0
 
 
 def boot_native(strategy, console_log: Path) -> dict:
@@ -44,9 +43,8 @@ def boot_native(strategy, console_log: Path) -> dict:
     main = strategy.recorder  # closed by record_to, its text kept: the run's own console
     strategy.record_to(console_log)
     profile = strategy.profile
-    # A kernel alone brings up every CPU (Dom0 has one vCPU): under TCG that is slow, so
-    # it gets at least NATIVE_MIN_S to its ready marker, whatever Dom0's stage allows.
-    scale = max(1.0, NATIVE_MIN_S / profile.timeout("dom0"))
+    # The Dom0 stage's markers, waited for with the profile's native timeout.
+    scale = profile.native_timeout() / profile.timeout("dom0")
     strategy.profile = attr.evolve(profile, timeout_multiplier=profile.timeout_multiplier * scale)
     try:
         strategy._to_uboot(plan)

@@ -29,6 +29,8 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # a file name: boards/<nam
 # `;` and newlines are refused too, so a value can never become a second command.
 CMDLINE_FORBIDDEN = set('"$\\;\n\r')
 
+NATIVE_MIN_S = 180.0  # seconds: see Profile.native_timeout
+
 
 def check_cmdline(value: str) -> str | None:
     """Why `value` cannot go into a quoted U-Boot `fdt set` string, or None."""
@@ -189,6 +191,14 @@ class BoardProfile:
         raise XenlabError(f"no timeout for stage '{stage}' (stages: {', '.join(STAGES)})",
                           where=self.where)
 
+    def native_timeout(self) -> float:
+        """Seconds for the Dom0 kernel booted without Xen to reach its ready marker: the
+        profile's `timeouts.native`, else Dom0's with a floor of NATIVE_MIN_S (alone, the
+        kernel brings up every CPU, which under TCG takes longer than Dom0's one vCPU)."""
+        if any(name == "native" for name, _ in self.timeouts):
+            return self.timeout("native")
+        return max(self.timeout("dom0"), NATIVE_MIN_S)
+
 
 def display_path(path: Path) -> str:
     try:
@@ -315,7 +325,8 @@ def _parse(path: Path) -> BoardProfile:
         dtb_fixups=tuple(Fixup.from_data(f) for f in data.get("dtb_fixups", [])),
         dtuart=data.get("dtuart"), xen_cmdline=data["xen"]["cmdline"].strip(),
         dom0=Dom0(data["dom0"]["cmdline"].strip(), data["dom0"]["memory_mb"], data["dom0"]["vcpus"]),
-        timeouts=tuple((s, float(data["timeouts"][s])) for s in STAGES),
+        timeouts=tuple((s, float(data["timeouts"][s])) for s in (*STAGES, "native")
+                       if s in data["timeouts"]),
         timeout_multiplier=float(data["timeout_multiplier"]), notes=data.get("notes", ""),
         baudrate=data.get("console", {}).get("baudrate"), firmware=firmware, sdcard=sdcard)
 

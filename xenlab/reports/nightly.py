@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Sequence
 
 from ..console_text import clean_lines
-from ..errors import Status
 from ..run.bisectstate import explaining
 from ..run.compare import Change, Comparison, night, verdict
 from ..run.record import RunRecord, Unreadable
