@@ -89,3 +89,22 @@ def test_xenlab_matrix_runs_the_variants_on_their_boards_two_at_once(tmp_path):
     records = [json.loads(p.read_text()) for p in results.glob("*/*/run.json")]
     assert sorted(r["target"] for r in records) == ["qemu-arm32", "qemu-arm64"]
     assert all(r["info"]["variant"] == "without-dom0" and r["verdict"] == "PASS" for r in records)
+
+
+def test_the_matrix_says_which_source_it_builds(tmp_path):
+    """Issue 27: the matrix names the Xen it built, read from the image set, not a string
+    (boot-cpupools needs CONFIG_BOOT_TIME_CPUPOOLS: a build from the manifest's source)."""
+    from xenlab.images.manifest import load_manifest, manifest_path
+    from xenlab.plan.variant import load_variant
+    from xenlab.run.farmfile import load_farm
+    from xenlab.run.matrix import matrix_runs
+
+    lines: list[str] = []
+    runs = matrix_runs(load_farm(REPO / "farm.yaml"), [load_variant("boot-cpupools")],
+                       ["release"], tmp_path, log=lines.append)
+    assert [r.variant for r in runs] == ["boot-cpupools"] and runs[0].image_set is not None
+    upstream = load_manifest(manifest_path("arm64")).source["debian"]["version"].rsplit("-", 1)[0]
+    assert len(lines) == 1 and re.match(
+        rf"Xen for boot-cpupools release \(arm64\): Xen 4\.17\.5 from xen_{re.escape(upstream)}"
+        r"\.orig\.tar\.\w+ sha256:[0-9a-f]{12} with cpupools, image set arm64-[0-9a-f]+$",
+        lines[0]), lines

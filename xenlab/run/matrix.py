@@ -3,7 +3,7 @@
 The cells are Xen CI's Arm matrix (xen.git automation/gitlab-ci/test.yaml):
 every variant of boards/variants/, and each again on a debug build, as Xen CI
 runs its jobs.  A build is made once per variant's fragments and arch, from
-Debian's Xen 4.17.5 source (the cache keeps it); "debian" is the prebuilt
+the Debian Xen source the arch's manifest names (the cache keeps it); "debian" is the prebuilt
 Xen when the variant needs no fragment.  Cells run through the farm runner,
 as many boards at once as --jobs allows, one cell per board at a time, each
 with its own run record tagged with its variant.
@@ -43,13 +43,16 @@ def matrix_runs(farm, variants: Sequence[Variant], builds: Sequence[str], result
                 fragments = build_fragments(variant, build)
                 key = (target.arch, fragments, variant.xen_patches)
                 if key not in sets:
-                    sets[key] = None if not (fragments or variant.xen_patches) else build_image_set(
+                    built = None if not (fragments or variant.xen_patches) else build_image_set(
                         target.arch, xen_source="debian", xen_config=fragments,
-                        fixes=variant.xen_patches, log=build_log).dir
-                    if sets[key] is not None:
+                        fixes=variant.xen_patches, log=build_log)
+                    sets[key] = built.dir if built is not None else None
+                    if built is not None:
                         what = "+".join(fragments + tuple(f"{p}.patch" for p in variant.xen_patches))
-                        log(f"Xen for {variant.name} {build} ({target.arch}): Debian's 4.17.5 source "
-                            f"with {what}, image set {sets[key].name}")
+                        # What was built, as the set records it: the manifest's source tarball.
+                        log(f"Xen for {variant.name} {build} ({target.arch}): Xen "
+                            f"{built.xen_version} from {built.xen.get('changeset')} with {what}, "
+                            f"image set {built.dir.name}")
                 runs.append(TargetRun(target, f"{base}-{variant.name}-{build}", results,
                                       image_set=sets[key], variant=variant.name, build=build))
     if not runs:
