@@ -206,8 +206,11 @@ def test_manifest_unknown_key_and_bad_sha(tmp_path):
         load_manifest(m)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_full_disk_leaves_nothing_partial(tmp_path, monkeypatch):
+    # CI runs the tests as root; elsewhere this fails, as a skipped check is not a pass.
+    if os.geteuid() != 0:
+        pytest.fail("mounting a small tmpfs needs root: run the suite as root (CI does)",
+                    pytrace=False)
     small = tmp_path / "small"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48M", "tmpfs", str(small)], check=True)
@@ -290,3 +293,106 @@ def test_elf_needed_libraries_match_readelf():
     assert "libxenlight.so.4.17" in rootfs.elf_needed(xl)
     assert rootfs.elf_interpreter(xl) == "/lib/ld-linux-aarch64.so.1"
     assert rootfs.elf_needed(manifest_path("arm64")) == []  # not an ELF file: nothing
+
+
+# ------------------------------------------------------------- a cache that checks what it serves
+
+@pytest.fixture
+def private_set(tmp_path, monkeypatch):
+    """The cached arm64 set copied into a private cache that shares the real one's packages
+    and extracts (read, never written), so a test may break the copy and rebuild it."""
+    real = build_image_set("arm64")
+    private = tmp_path / "cache"
+    (private / "sets").mkdir(parents=True)
+    for entry in Path(_REAL_CACHE).iterdir():
+        if entry.name != "sets":
+            (private / entry.name).symlink_to(entry)
+    shutil.copytree(real.dir, private / "sets" / real.dir.name)
+    monkeypatch.setenv("XENLAB_CACHE", str(private))
+    return private / "sets" / real.dir.name, real
+
+
+def test_a_changed_cached_kernel_is_one_line_then_rebuilt(private_set, capsys):
+    """Issue 28: one byte of a cached Dom0 kernel changed ("Linux version" -> "Xinux
+    version") is found before anything boots it: refused with --no-rebuild, else rebuilt."""
+    from xenlab.cli import main
+    from xenlab.images.imageset import CorruptSet
+    set_dir, real = private_set
+    kernel = set_dir / "dom0-kernel"
+    data = bytearray(kernel.read_bytes())
+    data[data.index(b"Linux version")] = ord("X")
+    kernel.write_bytes(bytes(data))
+    with pytest.raises(CorruptSet, match=r"dom0-kernel: sha256 [0-9a-f]{16}… does not match "
+                                         r"the set's manifest \([0-9a-f]{16}…\)$"):
+        build_image_set("arm64", rebuild=False)
+    assert main(["images", "build", "--arch", "arm64", "--no-rebuild"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dom0-kernel: sha256" in err[0], err
+    lines = []
+    again = build_image_set("arm64", log=lines.append)
+    assert any(line.endswith("does not match the set's manifest "
+                             f"({real.artifacts['dom0-kernel'].sha256[:16]}…): rebuilding the set")
+               for line in lines), lines
+    assert again.dir == set_dir and b"Xinux version" not in again.path("dom0-kernel").read_bytes()
+    assert again.verify()["dom0-kernel"] == sha256_file(again.path("dom0-kernel"))
+    assert not [p for p in set_dir.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_set_named_by_path_is_checked_before_a_run_uses_it(private_set):
+    """A truncated `xen` in a set given as a directory is the set's one line, not a UART
+    diagnosis after the boot."""
+    from xenlab.images.imageset import CorruptSet
+    from xenlab.plan.prepare import image_set_for
+    from xenlab.plan.profile import load_profile
+    set_dir, real = private_set
+    xen = set_dir / "xen"
+    xen.write_bytes(xen.read_bytes()[:4096])
+    with pytest.raises(CorruptSet, match=rf"xen: 4096 bytes, the set's manifest says "
+                                         rf"{real.artifacts['xen'].size}$"):
+        image_set_for(load_profile("qemu-virt-arm64"), set_dir)
+
+
+def test_a_set_without_its_manifest_is_rebuilt_in_place(private_set):
+    set_dir, real = private_set
+    (set_dir / "manifest.json").unlink()
+    lines = []
+    again = build_image_set("arm64", log=lines.append)
+    assert again.dir == set_dir and (set_dir / "manifest.json").is_file()
+    assert any("not an image set" in line and line.endswith("rebuilding the set")
+               for line in lines), lines
+    assert set(again.verify()) == set(real.artifacts)
+
+
+def test_a_warm_check_hashes_nothing_it_checked_before(private_set, monkeypatch):
+    from xenlab.images import imageset
+    set_dir, real = private_set
+    opened = imageset.ImageSet.open(set_dir)
+    hashed = []
+    monkeypatch.setattr(imageset, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
+    assert opened.verify() == {n: a.sha256 for n, a in real.artifacts.items()}
+    assert len(hashed) == len(real.artifacts)  # the copy is new to the check: all of it
+    hashed.clear()
+    assert opened.verify() == {n: a.sha256 for n, a in real.artifacts.items()}
+    assert hashed == []  # unchanged size, mtime and inode: nothing hashed again
+    (set_dir / "xen.config").write_text((set_dir / "xen.config").read_text())  # same bytes, new mtime
+    opened.verify()
+    assert [p.name for p in hashed] == ["xen.config"]
+
+
+def test_a_changed_cached_deb_is_downloaded_again(tmp_path, monkeypatch):
+    """A cached .deb that no longer matches its pinned sha256 is fetched again, and the
+    new copy is checked too."""
+    pkg = next(p for p in load_manifest(manifest_path("arm64")).packages
+               if p.name.startswith("xen-hypervisor"))
+    private = tmp_path / "cache"
+    (private / "debs").mkdir(parents=True)
+    good = pkg.deb_path()  # in the real cache: the bundled set was built from it
+    monkeypatch.setenv("XENLAB_CACHE", str(private))
+    bad = pkg.deb_path()
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    before = debs.Downloads.count
+    paths = debs.fetch([pkg])
+    assert debs.Downloads.count == before + 1
+    assert sha256_file(paths[pkg]) == pkg.sha256

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -74,12 +75,12 @@ def variant(tmp_path: Path, old: str, new: str) -> str:
 
 def cache_entries() -> set[str]:
     root = cache_root()
-    return {f"{d}/{p.name}" for d in ("sets", "xen-builds") if (root / d).is_dir()
+    return {f"{d}/{p.name}" for d in ("sets", "xen-builds", "xen-tools") if (root / d).is_dir()
             for p in (root / d).iterdir()}
 
 
 def nothing_partial() -> None:
-    for d in ("sets", "xen-builds", "xen-src"):
+    for d in ("sets", "xen-builds", "xen-tools", "xen-src"):
         base = cache_root() / d
         if base.is_dir():
             assert not [p for p in base.iterdir() if p.name.startswith(".tmp-")], d
@@ -128,6 +129,101 @@ def test_trixie_xen_4_20_passes_the_smoke_test(tmp_path):
     host = "\n".join(p.read_text() for p in Path("/etc/apt").rglob("*")
                      if p.is_file() and p.suffix in (".list", ".sources"))
     assert "trixie" not in host
+
+
+def _start_smoke(image_set: ImageSet, results: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, XENLAB_IMAGE_SET=str(image_set.dir))
+    return subprocess.Popen([sys.executable, "-m", "pytest", "--lg-env", str(REPO / "farm.yaml"),
+                             str(REPO / "testcases"), "--xenlab-target", "qemu-arm64", "-k",
+                             "uboot or xen_boots or dom0_boots", "--xenlab-results", str(results),
+                             "-p", "no:cacheprovider", "-q", *extra],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def test_two_runs_on_one_board_take_turns_each_booting_its_own_xen(tmp_path):
+    """Issue 28: two runs started 3 s apart on qemu-arm64, the first with Debian's 4.17 set
+    and the second with trixie's 4.20: the second waits for the board (a lock in the
+    target's state directory) and each console shows its own Xen, never the other's."""
+    sets = {"first": built_set(xenlab("images", "build", "--arch", "arm64")),
+            "second": built_set(xenlab("images", "build", "--arch", "arm64", "--manifest",
+                                       "arm64-trixie"))}
+    procs = {}
+    for name, image_set in sets.items():
+        procs[name] = _start_smoke(image_set, tmp_path / name, "--xenlab-place-wait", "600")
+        time.sleep(3)
+    outs = {name: proc.communicate(timeout=900)[0] for name, proc in procs.items()}
+    records = {}
+    for name, image_set in sets.items():
+        assert procs[name].returncode == 0, outs[name][-3000:]
+        (run,) = (tmp_path / name / "qemu-arm64").iterdir()
+        records[name] = json.loads((run / "run.json").read_text())
+        assert records[name]["verdict"] == "PASS", records[name]
+        console = (run / "console.log").read_text(errors="replace")
+        other = sets["second" if name == "first" else "first"]
+        assert f"Xen version {image_set.xen_version} " in console
+        assert f"Xen version {other.xen_version} " not in console
+    first, second = records["first"], records["second"]
+    assert first["info"]["board_lock"]["waited_s"] < 3
+    # The second waited for the whole of the first run, and booted after it ended.
+    assert second["info"]["board_lock"]["waited_s"] > 1, second["info"]["board_lock"]
+    assert second["steps"][0]["started"] >= first["end"], (first["end"], second["steps"][0])
+    assert first["info"]["board_lock"]["freed"] is None
+
+
+def test_a_busy_board_is_one_line_naming_its_holder(tmp_path):
+    """With --xenlab-place-wait 0, a board another run holds is the lab's ERROR board-busy,
+    naming the holder's run, pid and start; nothing is staged or powered."""
+    from xenlab.lab.boardlock import BoardLock
+    holder = BoardLock.acquire("qemu-arm64", 0, run_id="20261207T000000Z-holder")
+    try:
+        proc = _start_smoke(built_set(xenlab("images", "build", "--arch", "arm64")),
+                            tmp_path, "--xenlab-place-wait", "0")
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        holder.release()
+    assert proc.returncode != 0
+    (run,) = (tmp_path / "qemu-arm64").iterdir()
+    record = json.loads((run / "run.json").read_text())
+    assert (record["verdict"], record["classification"]) == ("ERROR", "board-busy"), record
+    (step,) = record["steps"]
+    assert step["name"] == "place" and "\n" not in step["message"]
+    assert re.match(rf"target qemu-arm64 is busy: run 20261207T000000Z-holder \(pid "
+                    rf"{os.getpid()}, since \d{{4}}-\d\d-\d\dT[\d:]+Z\) holds it; waited 0 s",
+                    step["message"]), step["message"]
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+
+
+def test_a_lock_left_by_a_killed_run_is_freed_and_said(tmp_path):
+    """The kernel drops a killed run's flock; the holder it wrote is found dead, and the
+    next holder says it freed it."""
+    from xenlab.lab.boardlock import BoardLock
+    from xenlab.lab.places import FarmError
+    gone = subprocess.Popen([sys.executable, "-c", """
+import sys, time
+from xenlab.lab.boardlock import BoardLock
+BoardLock.acquire("stale-test-board", 0, run_id="killed-run")
+print("held", flush=True)
+time.sleep(60)
+"""], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert gone.stdout.readline().strip() == "held"
+        with pytest.raises(FarmError, match=r"is busy: run killed-run \(pid \d+"):
+            BoardLock.acquire("stale-test-board", 0.5)
+        gone.kill()  # SIGKILL: no teardown, the lock file still names it
+        gone.wait()
+        lock = BoardLock.acquire("stale-test-board", 5)
+        try:
+            assert lock.freed and lock.freed["run_id"] == "killed-run"
+            assert lock.freed["pid"] == gone.pid and lock.waited < 1
+        finally:
+            lock.release()
+        again = BoardLock.acquire("stale-test-board", 0)
+        assert again.freed is None  # a lock released in order leaves no holder behind
+        again.release()
+    finally:
+        if gone.poll() is None:
+            gone.kill()
 
 
 def test_a_hypervisor_without_its_tools_is_refused_and_diagnosed(tmp_path):

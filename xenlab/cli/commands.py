@@ -59,7 +59,8 @@ def cmd_images_build(args) -> int:
                                 xen_config=args.xen_config, fixes=args.apply_fix,
                                 allow_tools_mismatch=args.allow_tools_mismatch,
                                 dom0_ready={"marker": args.dom0_ready_marker,
-                                            "prompt": args.dom0_prompt})
+                                            "prompt": args.dom0_prompt},
+                                rebuild=not args.no_rebuild)
     xen = image_set.xen
     print(f"image set {image_set.dir}")
     print(f"hash {image_set.hash}  arch {image_set.arch}")

@@ -61,6 +61,9 @@ def build_parser() -> ArgumentParser:
                         "fix), dom0less-console (a PV console for dom0less DomUs); repeatable")
     b.add_argument("--allow-tools-mismatch", action="store_true",
                    help="build a set whose --xen hypervisor differs from its toolstack")
+    b.add_argument("--no-rebuild", action="store_true",
+                   help="refuse a cached set whose files no longer match its manifest "
+                        "(default: rebuild it)")
     b.add_argument("--dom0-ready-marker", metavar="TEXT",
                    help="with --dom0-rootfs.cpio.gz: a line your rootfs prints when Dom0 is up "
                         "(default: its shell prompt)")

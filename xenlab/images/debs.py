@@ -47,8 +47,15 @@ class Downloads:
 
 
 def fetch(packages: list[DebPackage], where: str = "manifest") -> dict[DebPackage, Path]:
-    """Make sure every package is in the cache, verified; return their paths."""
+    """Make sure every package is in the cache, verified; return their paths.
+
+    A cached .deb is checked against its pinned sha256 each time a set is built from it;
+    a bad one is downloaded again once (the download is checked too: then one line)."""
     missing = [p for p in packages if not p.deb_path().exists()]
+    for pkg in packages:
+        if pkg not in missing and sha256_file(pkg.deb_path()) != pkg.sha256:
+            pkg.deb_path().unlink(missing_ok=True)  # changed in the cache: fetched again
+            missing.append(pkg)
     for suite in sorted({p.suite or "" for p in missing}):
         _download([p for p in missing if (p.suite or "") == suite], suite or None, where)
     return {p: p.deb_path() for p in packages}

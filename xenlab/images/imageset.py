@@ -24,7 +24,7 @@ import attr
 from ..errors import XenlabError
 from ..schema import validate
 from . import debs, kconfig, rootfs, xenbuild
-from .cache import build_aside, cache_root, sha256_bytes, sha256_file
+from .cache import atomic_write, build_aside, cache_root, sha256_bytes, sha256_file
 from .imageformat import image_format, xen_version
 from .manifest import ARCHES, Manifest, load_manifest, manifest_path
 from .rootfs import RECIPE_DIR
@@ -39,6 +39,13 @@ DISK_MARKER = "xenlab-pv-block-marker"
 OVERRIDABLE = ("xen", "dom0-kernel", "domU-kernel", "dom0-rootfs.cpio.gz",
                "domU-rootfs.cpio.gz", "domU-disk.img")
 KERNEL_ARTIFACTS = ("xen", "dom0-kernel", "domU-kernel")
+# Beside manifest.json: each artifact's size, mtime and inode when its sha256 last matched,
+# so a warm run hashes nothing it has checked before (a rewrite changes the mtime).
+VERIFIED = ".verified.json"
+
+
+class CorruptSet(XenlabError):
+    """An artifact no longer matches the set's manifest.json: the cache must not serve it."""
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -117,6 +124,35 @@ class ImageSet:
     def artifacts(self) -> dict[str, Artifact]:
         return {a["name"]: Artifact(**a) for a in self.info["artifacts"]}
 
+    def verify(self) -> dict[str, str]:
+        """Every artifact checked against manifest.json, by size and sha256 (hashing only
+        what changed since its last check): {name: sha256}, or CorruptSet naming the first
+        that differs."""
+        stamps = _read_stamps(self.dir / VERIFIED)
+        fresh = {}
+        for a in self.artifacts.values():
+            try:
+                st = (self.dir / a.name).stat()
+            except OSError as exc:
+                raise CorruptSet(f"{a.name}: {exc.strerror}, but the set's manifest lists it",
+                                 where=str(self.dir)) from None
+            stamp = [st.st_size, st.st_mtime_ns, st.st_ino, a.sha256]
+            if stamps.get(a.name) != stamp:
+                if st.st_size != a.size:
+                    raise CorruptSet(f"{a.name}: {st.st_size} bytes, the set's manifest says "
+                                     f"{a.size}", where=str(self.dir))
+                actual = sha256_file(self.dir / a.name)
+                if actual != a.sha256:
+                    raise CorruptSet(f"{a.name}: sha256 {actual[:16]}… does not match the "
+                                     f"set's manifest ({a.sha256[:16]}…)", where=str(self.dir))
+            fresh[a.name] = stamp
+        if fresh != stamps:
+            try:
+                atomic_write(self.dir / VERIFIED, json.dumps(fresh), durable=False)
+            except OSError:
+                pass  # a read-only cache: check again next time
+        return {a.name: a.sha256 for a in self.artifacts.values()}
+
     @property
     def overrides(self) -> dict[str, str]:
         return {a.name: a.sha256 for a in self.artifacts.values() if a.source == "override"}
@@ -161,6 +197,26 @@ class ImageSet:
         return self.info["domU_ready_marker"]
 
 
+def _read_stamps(path: Path) -> dict:
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 16:
+            return {}
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _discard(directory: Path) -> None:
+    """Take a broken set out of the cache: renamed first, so no reader sees half of it."""
+    aside = directory.with_name(f".tmp-discard-{directory.name}-{os.getpid()}")
+    try:
+        os.rename(directory, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def set_key(manifest: Manifest, overrides: dict[str, str], extra: dict | None = None) -> str:
     """Hash of everything that decides the set's bytes."""
     recipe = []
@@ -177,8 +233,12 @@ def set_key(manifest: Manifest, overrides: dict[str, str], extra: dict | None = 
 def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = None,
                     manifest: Path | None = None, log=lambda msg: None, *,
                     xen_source: str | None = None, xen_config=(), fixes=(),
-                    allow_tools_mismatch: bool = False, dom0_ready: dict | None = None) -> ImageSet:
-    """Build (or find in the cache) the image set for `arch`.
+                    allow_tools_mismatch: bool = False, dom0_ready: dict | None = None,
+                    rebuild: bool = True) -> ImageSet:
+    """Build (or find in the cache, checked against its manifest) the image set for `arch`.
+
+    A cached set whose files no longer match its manifest.json, or that has none, is
+    rebuilt (`rebuild=False`: refused in one line).
 
     With `xen_source`, the hypervisor and the Dom0 toolstack are built from that
     one source (xenbuild) in place of the manifest's prebuilt Xen packages.
@@ -209,9 +269,17 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
                   {"xen_build": build.info["key"] if build else None,
                    "allow_tools_mismatch": bool(xen.get("mismatch")), "dom0_ready": ready})
     final = cache_root() / "sets" / f"{arch}-{key}"
-    if (final / "manifest.json").exists():
-        log(f"image set {final.name}: cached")
-        return ImageSet.open(final)
+    if final.exists():
+        try:
+            cached = ImageSet.open(final)
+            cached.verify()
+            log(f"image set {final.name}: cached")
+            return cached
+        except XenlabError as exc:  # changed on disk, or a set without its manifest
+            if not rebuild:
+                raise
+            log(f"{exc}: rebuilding the set")
+            _discard(final)
     fetched = debs.fetch(packages, where=str(m.path))
     log(f"fetched {len(fetched)} packages")
     trees = {pkg.name: debs.extract(pkg) for pkg in packages}

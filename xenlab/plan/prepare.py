@@ -58,6 +58,7 @@ def image_set_for(profile: BoardProfile, image_set: ImageSet | Path | str | None
         images = image_set
     else:
         images = ImageSet.open(Path(image_set))
+        images.verify()  # a set named by path is served as it is: checked, never rebuilt
     if images.arch != profile.arch:
         raise XenlabError(f"image set {images.dir} is {images.arch}, board "
                           f"{profile.name} is {profile.arch}")

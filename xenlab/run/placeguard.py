@@ -1,7 +1,9 @@
-"""A RemotePlace target's place during a pytest run: held, checked, and blamed when lost.
+"""A target held for one pytest run: a RemotePlace's place, or a local board's lock.
 
-The place is acquired before labgrid looks at the target and released after the
-board's own teardown; an exporter that vanished mid-run makes the run the lab's ERROR.
+The place (or lock, lab/boardlock.py) is acquired before labgrid looks at the target
+and released after the board's own teardown; a second run waits --xenlab-place-wait
+seconds for it, then ends as the lab's ERROR. An exporter that vanished mid-run makes
+the run the lab's ERROR.
 """
 
 from __future__ import annotations
@@ -12,22 +14,25 @@ import pytest
 
 from ..errors import StageFailure
 from ..lab import places
+from ..lab.boardlock import BoardLock
 from .record import RunRecord
 
 
 def hold_place(request, env, root: Path, farm_target, finished: list):
-    """Acquire a RemotePlace target's place; released at teardown, or at exit."""
-    if farm_target.place is None:
-        return None
+    """Acquire a RemotePlace target's place, or a local target's lock; released at
+    teardown, or at exit."""
+    wait = request.config.getoption("--xenlab-place-wait")
     try:
-        lease = places.PlaceLease.acquire(
-            farm_target.place, places.coordinator_address(env=env),
-            timeout=request.config.getoption("--xenlab-place-wait"))
+        if farm_target.place is None:
+            lease = BoardLock.acquire(farm_target.name, wait)
+        else:
+            lease = places.PlaceLease.acquire(farm_target.place,
+                                              places.coordinator_address(env=env), timeout=wait)
     except places.FarmError as exc:
         record = RunRecord.start(root, farm_target.name, profile=farm_target.profile,
                                  tester=request.config.getoption("--xenlab-tester"),
                                  run_id=request.config.getoption("--xenlab-run-id"),
-                                 info={"place": farm_target.place})
+                                 info={"place": farm_target.place} if farm_target.place else None)
         record.step_finished("place", "ERROR", 0.0, classification=exc.classification,
                              message=str(exc))
         record.finish()
@@ -40,6 +45,9 @@ def hold_place(request, env, root: Path, farm_target, finished: list):
 def check_place(b, lease) -> None:
     """A place whose exporter vanished mid-run makes the run the lab's ERROR."""
     if lease is None:
+        return
+    if isinstance(lease, BoardLock):
+        b.record.set_info(board_lock={"waited_s": lease.waited, "freed": lease.freed})
         return
     b.record.set_info(place=lease.name, place_wait_s=lease.waited)
     if lease.lost:  # already blamed on the step it broke
@@ -55,7 +63,7 @@ def place_lost(b, status: str, classification: str, message: str):
     """An ERROR on a remote board whose exporter is gone is the exporter's (labgrid
     itself then fails oddly, e.g. KeyError 'params' while polling the place)."""
     lease = getattr(b, "lease", None)
-    if lease is None or status != "ERROR":
+    if lease is None or isinstance(lease, BoardLock) or status != "ERROR":
         return classification, message
     try:
         lease.check()

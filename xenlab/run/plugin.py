@@ -21,6 +21,7 @@ from pexpect import EOF, TIMEOUT
 
 from ..errors import StageFailure, XenlabError
 from ..lab import delivery, places, signals
+from ..lab.boardlock import BoardLock
 from ..lab.console import ConsoleAlarm
 from ..lab.diagnose import Diagnosis, silent_xen, toolstack_mismatch
 from ..lab.failures import stage_failure
@@ -66,8 +67,8 @@ def pytest_addoption(parser, pluginmanager):
                          "record whether it boots (always done when dom0_boots fails; seed §7)")
     group.addoption("--xenlab-place-wait", type=_seconds,
                     default=os.environ.get("XENLAB_PLACE_WAIT") or "60",
-                    help="seconds to wait for a RemotePlace target's place held by someone "
-                         "else (default 60)")
+                    help="seconds to wait for a target another run holds (a RemotePlace's "
+                         "place, a local board's lock; default 60)")
 
 
 def _seconds(value: str) -> float:
@@ -205,6 +206,8 @@ def board(request):
                              tester=request.config.getoption("--xenlab-tester"),
                              run_id=request.config.getoption("--xenlab-run-id"),
                              info=run_info(variant))
+    if isinstance(lease, BoardLock):  # a local board's lock names the run that holds it
+        lease.note(record.run_id)
     b = Board(target, record, request.config.getoption("--xenlab-tester"))
     b.native_wanted = request.config.getoption("--xenlab-native")  # at the end, as asked
     _BOARDS[target.name] = b
@@ -218,6 +221,7 @@ def board(request):
         # The doctor before power-on: its first error ends the run at once (lab/preflight.py).
         lines, failure = doctor_verdict(preflight(strategy.prepared, target), strategy.profile.name)
         record.set_info(image_set=str(images.dir), image_set_hash=images.hash,
+                        image_set_verified=images.verify(),
                         image_set_overrides=images.overrides, expected_xen_version=images.xen_version,
                         # The Xen under test: version, config, changeset, source (and build).
                         xen_build=images.xen, toolstack_mismatch=images.toolstack_mismatch,

@@ -53,6 +53,9 @@ INFO = {
     "properties": {
         "image_set": _TEXT,
         "image_set_hash": _TEXT,
+        # Each artifact's sha256, checked against the set's manifest before the boot
+        "image_set_verified": {"type": "object", "additionalProperties": {
+            "type": "string", "pattern": "^[0-9a-f]{64}$"}},
         "expected_xen_version": _OPT_TEXT,
         "xen_version": _OPT_TEXT,
         "xen_changeset": _OPT_TEXT,
@@ -64,6 +67,11 @@ INFO = {
         "emulation": _OPT_TEXT,  # "QEMU 10.0.2 -M raspi4b": an emulated board
         "target_dtb_fixups": {"type": "array", "items": {"type": "string"}},  # the farm target's
         "target_xen_cmdline": _OPT_TEXT,  # ... and its Xen options
+        # A local board's lock: how long the run waited for it, and the holder it freed
+        # (a killed run's pid, run id and start, written in the lock file)
+        "board_lock": {"type": "object", "required": ["waited_s"], "properties": {
+            "waited_s": {"type": "number", "minimum": 0},
+            "freed": {"type": ["object", "null"]}}},
         # Seed §7: the Dom0 kernel booted without Xen: boots, fails, not-run, error
         "native": {"type": "object", "required": ["result"], "properties": {
             "result": {"enum": ["boots", "fails", "not-run", "error"]}, "console": _TEXT,
