@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xenlab.images.imageset import VERIFIED, build_image_set  # noqa: E402
+from xenlab.images.imageset import build_image_set  # noqa: E402
+from xenlab.images.integrity import VERIFIED  # noqa: E402
 
 
 def main() -> int:

@@ -153,6 +153,10 @@ GOOD_EDITS = {
     "truncated": (None, "not a valid run record"),
     "garbage": (b"\x00\xff\xfe garbage", "not a valid run record"),
     "deep": ("[" * 100000 + "]" * 100000, "run.json"),
+    "deeper": ("[" * 200000 + "]" * 200000, "not a valid run record"),
+    # Issue 28: a FIFO would block a reader for ever; a file larger than any record is refused
+    "fifo": ("FIFO", "cannot read run record: not a regular file"),
+    "huge": ("HUGE", "cannot read run record: larger than 16 MiB"),
     "schema-99": (("schema", 99), "schema"),
     "schema-string": (("schema", "2"), "schema"),
     "steps-dict": (("steps", {"uboot": "PASS"}), "steps"),
@@ -193,6 +197,15 @@ GOOD_EDITS = {
 
 def bad_record(ws: Workspace, name: str) -> Path:
     text, _ = GOOD_EDITS[name]
+    if text in ("FIFO", "HUGE"):
+        run_dir = ws.corrupt(name, "")
+        (run_dir / "run.json").unlink()
+        if text == "FIFO":
+            os.mkfifo(run_dir / "run.json")
+        else:
+            with (run_dir / "run.json").open("wb") as f:
+                f.truncate(17 << 20)  # sparse: no disk used
+        return run_dir
     if text is None:
         text = (ws.run_dir / "run.json").read_text()[:200]
     if isinstance(text, tuple):

@@ -300,3 +300,55 @@ def test_bisect_finds_the_injected_fault_interrupted_and_resumed(tmp_path):
                           text=True).stdout == ""  # the tester's tree is never touched
     again = xenlab("bisect", "--resume", "bisect-e2e", *args)
     one_line(again, "bisection bisect-e2e is done already: first bad commit")
+
+
+# --------------------------------------------------------------------------- hostile state files
+
+@pytest.mark.parametrize("kind,why", [
+    ("fifo", "cannot read bisection state: not a regular file"),
+    ("deep", "not valid JSON (maximum recursion depth exceeded"),
+    ("huge", "cannot read bisection state: larger than 16 MiB"),
+])
+def test_a_hostile_bisection_state_is_one_line_for_resume_and_listed_by_the_dashboard(
+        tmp_path, kind, why):
+    """Issue 28: a FIFO (which would block a reader for ever), a 200,000-deep nesting and a
+    file larger than any state: one line and exit 2 for --resume within seconds, and the
+    dashboard builds and lists the file as unreadable."""
+    results = tmp_path / "results"
+    state = results / ".bisect" / kind / "bisect.json"
+    state.parent.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(state)
+    elif kind == "deep":
+        state.write_text("[" * 200_000 + "]" * 200_000)
+    else:
+        with state.open("wb") as f:
+            f.truncate(17 << 20)
+    started = time.monotonic()
+    resume = subprocess.run([*XENLAB, "bisect", "--resume", kind, "--results", str(results)],
+                            cwd=REPO, capture_output=True, text=True, timeout=30)
+    one_line(resume, str(state), why)
+    built = subprocess.run([*XENLAB, "dashboard", "--results", str(results), "--out",
+                            str(tmp_path / "dash")], cwd=REPO, capture_output=True, text=True,
+                           timeout=30)
+    assert time.monotonic() - started < 10  # two interpreter starts; a hang would be 30 s
+    assert built.returncode == 0 and "Traceback" not in built.stderr, built.stderr
+    index = (tmp_path / "dash" / "index.html").read_text()
+    assert why.split(" (")[0] in index and kind in index
+
+
+def test_a_bisection_without_its_optional_keys_is_read_and_shown(tmp_path):
+    """A schema-valid state without variant, from_run, started, ...: its page is built."""
+    results = tmp_path / "results"
+    state = results / ".bisect" / "bare" / "bisect.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"schema": 1, "id": "bare", "tree": "/src/xen", "good": "a" * 40,
+                                 "bad": "b" * 40, "target": "qemu-arm64", "step": "xen_boots",
+                                 "status": "done", "probes": []}))
+    (b,) = read_bisections(results)[0]
+    assert b.data["variant"] is None and b.data["from_run"] is None and b.data["candidates"] == []
+    built = subprocess.run([*XENLAB, "dashboard", "--results", str(results), "--out",
+                            str(tmp_path / "dash")], cwd=REPO, capture_output=True, text=True,
+                           timeout=30)
+    assert built.returncode == 0 and "Traceback" not in built.stderr, built.stderr
+    assert "/src/xen" in (tmp_path / "dash" / "bisect" / "bare.html").read_text()

@@ -364,11 +364,11 @@ def test_a_set_without_its_manifest_is_rebuilt_in_place(private_set):
 
 
 def test_a_warm_check_hashes_nothing_it_checked_before(private_set, monkeypatch):
-    from xenlab.images import imageset
+    from xenlab.images import imageset, integrity
     set_dir, real = private_set
     opened = imageset.ImageSet.open(set_dir)
     hashed = []
-    monkeypatch.setattr(imageset, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
     assert opened.verify() == {n: a.sha256 for n, a in real.artifacts.items()}
     assert len(hashed) == len(real.artifacts)  # the copy is new to the check: all of it
     hashed.clear()

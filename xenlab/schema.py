@@ -9,6 +9,8 @@ the wording of the errors lives here, once.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import jsonschema
@@ -76,16 +78,52 @@ def validate(data, schema: dict, where: str) -> None:
         raise XenlabError(f"key '{key}': {message}", where=where)
 
 
+# Far above any record, profile, farm file or state xenlab writes; a hostile file stops here.
+MAX_DATA_BYTES = 16 << 20
+
+
+def read_data(path: Path | str, what: str, where: str | None = None,
+              limit: int = MAX_DATA_BYTES) -> bytes:
+    """`path`'s bytes when it is a regular file of at most `limit` bytes; else one line.
+
+    Opened without blocking and checked before reading: a FIFO (which would wait for a
+    writer for ever), a device or a huge file is refused, never waited on or read whole.
+    """
+    where = where or str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise XenlabError(f"cannot read {what}: {exc.strerror}", where=where) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise XenlabError(f"cannot read {what}: not a regular file", where=where)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise XenlabError(f"cannot read {what}: {exc.strerror}", where=where) from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise XenlabError(f"cannot read {what}: larger than {limit >> 20} MiB", where=where)
+    return b"".join(chunks)
+
+
 def read_yaml(path: Path | str, what: str, where: str | None = None):
     """The YAML document in `path`; unreadable or invalid YAML is one line with line and column."""
     where = where or str(path)
     try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise XenlabError(f"cannot read {what}: {why}", where=where) from None
+        text = read_data(path, what, where).decode()
+    except UnicodeDecodeError as exc:
+        raise XenlabError(f"cannot read {what}: {exc}", where=where) from None
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise XenlabError("not valid YAML: nested too deeply", where=where) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

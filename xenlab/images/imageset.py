@@ -24,8 +24,10 @@ import attr
 from ..errors import XenlabError
 from ..schema import validate
 from . import debs, kconfig, rootfs, xenbuild
-from .cache import atomic_write, build_aside, cache_root, sha256_bytes, sha256_file
-from .imageformat import image_format, xen_version
+from .cache import build_aside, cache_root, sha256_bytes, sha256_file
+from .imageformat import xen_version
+from .integrity import (KERNEL_ARTIFACTS, OVERRIDABLE, VERIFIED, CorruptSet,  # noqa: F401
+                        check_overrides, discard_set, verify_artifacts)
 from .manifest import ARCHES, Manifest, load_manifest, manifest_path
 from .rootfs import RECIPE_DIR
 from .readiness import DOMU_READY_MARKER, dom0_readiness, ready_pattern
@@ -35,17 +37,6 @@ BUILDER_VERSION = "6"  # 6: manifest.json says when Dom0 is ready (marker or pro
 
 DISK_MARKER = "xenlab-pv-block-marker"
 
-# Artifact name -> override option name (`--xen PATH`, `--dom0-kernel PATH` ...).
-OVERRIDABLE = ("xen", "dom0-kernel", "domU-kernel", "dom0-rootfs.cpio.gz",
-               "domU-rootfs.cpio.gz", "domU-disk.img")
-KERNEL_ARTIFACTS = ("xen", "dom0-kernel", "domU-kernel")
-# Beside manifest.json: each artifact's size, mtime and inode when its sha256 last matched,
-# so a warm run hashes nothing it has checked before (a rewrite changes the mtime).
-VERIFIED = ".verified.json"
-
-
-class CorruptSet(XenlabError):
-    """An artifact no longer matches the set's manifest.json: the cache must not serve it."""
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -125,33 +116,8 @@ class ImageSet:
         return {a["name"]: Artifact(**a) for a in self.info["artifacts"]}
 
     def verify(self) -> dict[str, str]:
-        """Every artifact checked against manifest.json, by size and sha256 (hashing only
-        what changed since its last check): {name: sha256}, or CorruptSet naming the first
-        that differs."""
-        stamps = _read_stamps(self.dir / VERIFIED)
-        fresh = {}
-        for a in self.artifacts.values():
-            try:
-                st = (self.dir / a.name).stat()
-            except OSError as exc:
-                raise CorruptSet(f"{a.name}: {exc.strerror}, but the set's manifest lists it",
-                                 where=str(self.dir)) from None
-            stamp = [st.st_size, st.st_mtime_ns, st.st_ino, a.sha256]
-            if stamps.get(a.name) != stamp:
-                if st.st_size != a.size:
-                    raise CorruptSet(f"{a.name}: {st.st_size} bytes, the set's manifest says "
-                                     f"{a.size}", where=str(self.dir))
-                actual = sha256_file(self.dir / a.name)
-                if actual != a.sha256:
-                    raise CorruptSet(f"{a.name}: sha256 {actual[:16]}… does not match the "
-                                     f"set's manifest ({a.sha256[:16]}…)", where=str(self.dir))
-            fresh[a.name] = stamp
-        if fresh != stamps:
-            try:
-                atomic_write(self.dir / VERIFIED, json.dumps(fresh), durable=False)
-            except OSError:
-                pass  # a read-only cache: check again next time
-        return {a.name: a.sha256 for a in self.artifacts.values()}
+        """Every artifact checked against manifest.json (integrity.verify_artifacts)."""
+        return verify_artifacts(self.dir, self.artifacts.values())
 
     @property
     def overrides(self) -> dict[str, str]:
@@ -195,26 +161,6 @@ class ImageSet:
     @property
     def domU_ready_marker(self) -> str:
         return self.info["domU_ready_marker"]
-
-
-def _read_stamps(path: Path) -> dict:
-    try:
-        if not path.is_file() or path.stat().st_size > 1 << 16:
-            return {}
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _discard(directory: Path) -> None:
-    """Take a broken set out of the cache: renamed first, so no reader sees half of it."""
-    aside = directory.with_name(f".tmp-discard-{directory.name}-{os.getpid()}")
-    try:
-        os.rename(directory, aside)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def set_key(manifest: Manifest, overrides: dict[str, str], extra: dict | None = None) -> str:
@@ -262,7 +208,7 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
         raise XenlabError("--xen-config and --apply-fix configure a build: add --xen-source",
                           where="--xen-config" if xen_config else "--apply-fix")
     packages = _packages(m, build)
-    checked = _check_overrides(m, overrides)
+    checked = check_overrides(m, overrides)
     xen = _xen_facts(m, build, checked, allow_tools_mismatch)
     ready = dom0_readiness(overrides, **(dom0_ready or {}))
     key = set_key(m, {name: digest for name, (_, digest) in checked.items()},
@@ -279,7 +225,7 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
             if not rebuild:
                 raise
             log(f"{exc}: rebuilding the set")
-            _discard(final)
+            discard_set(final)
     fetched = debs.fetch(packages, where=str(m.path))
     log(f"fetched {len(fetched)} packages")
     trees = {pkg.name: debs.extract(pkg) for pkg in packages}
@@ -336,25 +282,6 @@ def _xen_facts(m: Manifest, build, checked: dict, allow_mismatch: bool) -> dict:
                                   "add --allow-tools-mismatch", where="--xen")
             xen["mismatch"] = {"hypervisor": version, "tools": tools}
     return xen
-
-
-def _check_overrides(m: Manifest, overrides: dict[str, Path]) -> dict[str, tuple[Path, str]]:
-    checked = {}
-    for name, path in overrides.items():
-        if name not in OVERRIDABLE:
-            raise XenlabError(f"cannot override '{name}' (choose from {', '.join(OVERRIDABLE)})",
-                              where=f"--{name}")
-        path = Path(path)
-        if not path.is_file():
-            raise XenlabError(f"no such file: {path}", where=f"--{name}")
-        if name in KERNEL_ARTIFACTS and image_format(path) != m.image_format:
-            raise XenlabError(f"{path} is not a {m.arch} kernel image "
-                              f"(expected {m.image_format}, found {image_format(path)})",
-                              where=f"--{name}")
-        if name.endswith(".cpio.gz") and Path(path).read_bytes()[:2] != b"\x1f\x8b":
-            raise XenlabError(f"{path} is not a gzip'd cpio archive", where=f"--{name}")
-        checked[name] = (path, sha256_file(path))
-    return checked
 
 
 def _build_into(out: Path, m: Manifest, trees: dict[str, Path],

@@ -27,6 +27,7 @@ import base64
 import hashlib
 import json
 import os
+import stat
 import sqlite3
 import time
 from pathlib import Path
@@ -176,8 +177,12 @@ def summary(db, m: dict) -> dict:
 def console_text(path: Path) -> str:
     """The console log as readable text: no escapes or control characters, bounded size."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        # Without blocking, and only a regular file: a FIFO would wait for a writer for ever.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return ""
+            size = st.st_size
             if size <= CONSOLE_MAX:
                 data = f.read()
             else:

@@ -18,7 +18,7 @@ import attr
 
 from ..errors import XenlabError
 from ..images.cache import atomic_write
-from ..schema import validate
+from ..schema import read_data, validate
 from .record import NAME_PATTERN, safe_name
 
 BISECT_DIR = ".bisect"  # under the results root: a dot, so no target is named so
@@ -31,6 +31,10 @@ _SECONDS = {"type": ["number", "null"], "minimum": 0}
 _COMMIT = {"type": "object", "required": ["commit", "subject", "author_date"],
            "properties": {"commit": _SHA, "subject": _TEXT, "author_date": _TEXT, "excerpt": _TEXT,
                           "run_id": _OPT_TEXT}}
+# What a schema-valid bisection may leave out, as its readers take it.
+OPTIONAL = {"variant": None, "classification": None, "configs": [], "fixes": [],
+            "from_run": None, "started": "", "ended": None, "reason": "", "first_bad": None,
+            "candidates": []}
 SCHEMA = {
     "type": "object",
     "required": ["schema", "id", "tree", "good", "bad", "target", "step", "status", "probes"],
@@ -109,16 +113,17 @@ class Bisection:
     def load(cls, root: Path, bisection_id: str) -> "Bisection":
         safe_name(bisection_id, "bisection")
         path = Path(root) / BISECT_DIR / bisection_id / "bisect.json"
+        if not path.exists() and not path.is_symlink():
+            raise XenlabError(f"no bisection {bisection_id} under {root}")
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise XenlabError(f"no bisection {bisection_id} under {root}") from None
-        except (OSError, ValueError) as exc:
-            raise XenlabError(f"cannot read ({exc})", where=str(path)) from None
+            data = json.loads(read_data(path, "bisection state"))
+        except (ValueError, RecursionError) as exc:
+            raise XenlabError(f"not valid JSON ({str(exc)[:120]})", where=str(path)) from None
         validate(data, SCHEMA, str(path))
         if data["id"] != bisection_id:
             raise XenlabError(f"key 'id': {data['id']!r} is not its directory's name", where=str(path))
-        return cls(Path(root), data)
+        # The optional keys, present for every reader (the dashboard's templates are strict).
+        return cls(Path(root), {**OPTIONAL, **data})
 
 
 def read_bisections(root: Path) -> tuple[list[Bisection], list[tuple[Path, str]]]:

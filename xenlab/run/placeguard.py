@@ -42,6 +42,12 @@ def hold_place(request, env, root: Path, farm_target, finished: list):
     return lease
 
 
+def name_holder(lease, run_id: str) -> None:
+    """A local board's lock names the run that holds it (what a waiting run prints)."""
+    if isinstance(lease, BoardLock):
+        lease.note(run_id)
+
+
 def check_place(b, lease) -> None:
     """A place whose exporter vanished mid-run makes the run the lab's ERROR."""
     if lease is None:

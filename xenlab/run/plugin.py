@@ -21,14 +21,13 @@ from pexpect import EOF, TIMEOUT
 
 from ..errors import StageFailure, XenlabError
 from ..lab import delivery, places, signals
-from ..lab.boardlock import BoardLock
 from ..lab.console import ConsoleAlarm
 from ..lab.diagnose import Diagnosis, silent_xen, toolstack_mismatch
 from ..lab.failures import stage_failure
 from ..lab.preflight import doctor_verdict, preflight
 from .farmfile import Farm, load_farm, read_config
 from .junit import format_run
-from .placeguard import check_place, hold_place, place_lost
+from .placeguard import check_place, hold_place, name_holder, place_lost
 from . import variantplugin
 from .variantplugin import step_of as step_name, target_names, variant_of
 from .known_issues import RunContext, failure_text, load_known_issues, match as match_known_issue
@@ -67,8 +66,7 @@ def pytest_addoption(parser, pluginmanager):
                          "record whether it boots (always done when dom0_boots fails; seed §7)")
     group.addoption("--xenlab-place-wait", type=_seconds,
                     default=os.environ.get("XENLAB_PLACE_WAIT") or "60",
-                    help="seconds to wait for a target another run holds (a RemotePlace's "
-                         "place, a local board's lock; default 60)")
+                    help="seconds to wait for a board (place or lock) another run holds (default 60)")
 
 
 def _seconds(value: str) -> float:
@@ -206,8 +204,7 @@ def board(request):
                              tester=request.config.getoption("--xenlab-tester"),
                              run_id=request.config.getoption("--xenlab-run-id"),
                              info=run_info(variant))
-    if isinstance(lease, BoardLock):  # a local board's lock names the run that holds it
-        lease.note(record.run_id)
+    name_holder(lease, record.run_id)
     b = Board(target, record, request.config.getoption("--xenlab-tester"))
     b.native_wanted = request.config.getoption("--xenlab-native")  # at the end, as asked
     _BOARDS[target.name] = b
@@ -294,7 +291,6 @@ def pytest_runtest_makereport(item, call):
                                    message=message, evidence=evidence, known=known)
             if name == "dom0_boots" and status == "FAIL":
                 blame_natively(b)  # seed §7: whose failure is it, Xen's or the kernel's?
-
 
 
 def _diagnose(b: "Board", step: str, excinfo, classification: str, message: str):

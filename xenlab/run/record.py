@@ -27,6 +27,7 @@ import attr
 
 from ..console_text import excerpt
 from ..errors import Status, XenlabError
+from ..schema import read_data
 from ..images.cache import atomic_write
 from .junit import junit_report
 from .recordschema import NAME_PATTERN, SCHEMA_VERSION, check_record
@@ -315,9 +316,7 @@ class RunRecord:
         path = Path(path)
         file = path / "run.json" if path.is_dir() else path
         try:
-            d = json.loads(file.read_bytes(), parse_constant=_no_constant)
-        except OSError as e:
-            raise XenlabError(f"cannot read run record: {e.strerror}", where=str(file)) from None
+            d = json.loads(read_data(file, "run record"), parse_constant=_no_constant)
         except (ValueError, RecursionError) as e:
             raise XenlabError(f"not a valid run record ({str(e)[:120]})", where=str(file)) from None
         d = check_record(d, str(file))
