@@ -22,7 +22,7 @@ from pathlib import Path
 
 import attr
 
-from .pidfile import start_time, state_dir
+from .pidfile import same_process, start_time, state_dir
 from .places import FarmError
 
 LOCK_NAME = "run.lock"
@@ -66,7 +66,8 @@ class BoardLock:
             raise
         lock = cls(target, path, fd, round(time.monotonic() - start, 1))
         previous = _holder(fd)
-        if previous and not _alive(previous):  # its run was killed: the kernel freed the lock
+        # A holder whose process is gone was killed: the kernel freed its lock.
+        if previous and not same_process(previous.get("pid"), previous.get("start")):
             lock.freed = previous
         lock.note(run_id)
         return lock
@@ -96,12 +97,6 @@ def _holder(fd: int) -> dict | None:
     except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _alive(holder: dict) -> bool:
-    pid = holder.get("pid")
-    return isinstance(pid, int) and pid > 1 and start_time(pid) is not None \
-        and start_time(pid) == holder.get("start")
 
 
 def _describe(holder: dict | None) -> str:

@@ -54,7 +54,7 @@ def cmdline(pid: int) -> list[str] | None:
     return raw.decode(errors="surrogateescape").split("\0")[:-1] if raw else []
 
 
-def _same(pid, started, argv=None) -> bool:
+def same_process(pid, started, argv=None) -> bool:
     """True if `pid` is still the process that started at `started` (with `argv`)."""
     if not isinstance(pid, int) or pid <= 1 or started is None:
         return False
@@ -105,9 +105,9 @@ def reap_stale(target: str) -> list[dict]:
             continue
         if entry.get("host") != host:
             continue  # a cache shared between hosts: that process is not ours to judge
-        if _same(entry.get("harness_pid"), entry.get("harness_start")):
+        if same_process(entry.get("harness_pid"), entry.get("harness_start")):
             continue  # its run is alive: its QEMU is in use
-        if _same(pid, entry.get("start"), argv):
+        if same_process(pid, entry.get("start"), argv):
             _stop(pid)
             stopped.append(entry)
         remove(path)
