@@ -24,7 +24,9 @@ STAGE_MARKERS = {
             # Xen builds Dom0 between these two: a panic there ("Could not set up DOM0
             # guest OS") is Xen's failure, so the Xen stage ends when Xen hands over.
             ("xen-handover", r"\*\*\* Serial input to ")],
-    "dom0": [("dom0-linux", r"Booting Linux on physical CPU"),
+    # Linux's first two lines: Xen's own output on the shared UART can split either one
+    # ("B(XEN) d1v0: ...ooting Linux"), a dom0less DomU's in particular.
+    "dom0": [("dom0-linux", r"Booting Linux on physical CPU|\] Linux version \d"),
              ("dom0-ready", "{ready}")],
 }
 
