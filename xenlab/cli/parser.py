@@ -18,6 +18,7 @@ from ..images.manifest import ARCHES
 from ..run.health import HEALTH_DEPTHS
 from ..run.record import default_results_dir
 from .bisect import cmd_bisect
+from . import board
 from .arguments import (ArgumentParser, existing_dir, existing_file, output_dir, output_file,
                         port, positive_int, run_name, seconds, text, writable_dir)
 from .commands import (cmd_bench, cmd_dashboard, cmd_doctor, cmd_health, cmd_images_build,
@@ -109,6 +110,8 @@ def build_parser() -> ArgumentParser:
     st.add_argument("--force", action="store_true",
                     help="replace a file of the same name with other content (refused otherwise)")
     st.set_defaults(func=cmd_stage)
+
+    board.add_parser(sub, text)
 
     doc = sub.add_parser("doctor", help="preflight checks against the seed's requirements")
     doc.add_argument("board", nargs="?")

@@ -147,3 +147,18 @@ def query_candidate(name: str, arch: str, suite: str | None = None) -> tuple[str
         debs.mkdir(parents=True, exist_ok=True)
         shutil.move(str(deb), debs / f"{digest}.deb")
         return version, digest
+
+
+def apt_pin(name: str, arch: str, version: str | None = None) -> DebPackage:
+    """The package apt would install (or `version` of it), pinned by the sha256 its index
+    lists, and fetched (verified) into the cache unless it is there already."""
+    spec = f"{name}:{arch}" + (f"={version}" if version else "")
+    proc = subprocess.run(["apt-cache", "show", "--no-all-versions", spec], capture_output=True,
+                          text=True)
+    fields = dict(re.findall(r"(?m)^(Version|SHA256): (\S+)$", proc.stdout))
+    if proc.returncode != 0 or len(fields) != 2:
+        raise XenlabError(f"apt-cache show {spec}: {apt_error(proc.stderr) if proc.stderr.strip() else 'no such package'}"
+                          " (run `apt-get update`?)")
+    pkg = DebPackage(name, fields["Version"], fields["SHA256"], arch)
+    fetch([pkg], where=spec)
+    return pkg

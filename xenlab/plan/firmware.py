@@ -24,6 +24,14 @@ from .profile import BoardProfile, DebianFile, DtbDebian, DtbFile
 # Strings of arch/arm/lib/psci-dt.c's fdt_psci(): the code that writes /psci into the DTB.
 PSCI_PROVIDER = (b"/psci\0", b"enable-method\0", b"arm,psci")
 NONSEC = b"nonsec: "
+# The built-in default environment (include/env_default.h): NUL-separated key=value strings.
+ENV_ENTRY_RE = re.compile(rb"^[A-Za-z_][A-Za-z0-9_.-]{0,63}=[\x20-\x7e\t]*$")
+# CONFIG_SYS_PROMPT when a board sets its own ("U-Boot> ", "ZynqMP> "); the default "=> "
+# is often merged by the linker into the tail of another string, so it is not searched.
+PROMPT_RE = re.compile(rb"^[A-Za-z][A-Za-z0-9 _.-]{0,15}[>#] $")
+DEFAULT_PROMPT = "=> "
+AUTOBOOT = b"to stop autoboot"  # CONFIG_AUTOBOOT_PROMPT: "Hit any key to stop autoboot: %2d "
+ALLWINNER_SPL = b"eGON.BT0"  # at offset 4: the header Allwinner's boot ROM looks for
 E, W, I = Severity.ERROR, Severity.WARN, Severity.INFO
 VERSION_RE = re.compile(rb"U-Boot (\d{4}\.\d{2}[^\s\0()]*)")
 
@@ -47,13 +55,44 @@ class UBootBinary:
     version: str | None  # "2023.01+dfsg-2+deb12u3", from its banner string
     adds_psci: bool  # CONFIG_ARMV7_PSCI: writes /psci and the CPUs' enable-method at boot
     nonsec: bool  # CONFIG_ARMV7_NONSEC: enters the OS in non-secure (HYP) mode
+    env: dict = attr.ib(factory=dict)  # the built-in default environment
+    prompts: tuple = ()  # strings shaped like a board's own CONFIG_SYS_PROMPT
+    autoboot: str | None = None  # the autoboot line up to its countdown
+    allwinner_spl: bool = False  # an SPL with the eGON header: the ROM reads it raw from the card
 
     @classmethod
     def read(cls, path: Path) -> "UBootBinary":
         data = Path(path).read_bytes()
         m = VERSION_RE.search(data)
+        strings = data.split(b"\0")
+        autoboot = next((s for s in strings if AUTOBOOT in s), None)
         return cls(Path(path), m.group(1).decode(errors="replace") if m else None,
-                   all(s in data for s in PSCI_PROVIDER), NONSEC in data)
+                   all(s in data for s in PSCI_PROVIDER), NONSEC in data,
+                   default_env(strings),
+                   tuple(sorted({s.decode() for s in strings if PROMPT_RE.match(s)})),
+                   autoboot.split(b"%", 1)[0].strip().decode(errors="replace") if autoboot else None,
+                   data[4:12] == ALLWINNER_SPL)
+
+    @property
+    def prompt(self) -> str:
+        """The board's own prompt when the binary has exactly one, else U-Boot's default."""
+        return self.prompts[0] if len(self.prompts) == 1 else DEFAULT_PROMPT
+
+
+def default_env(strings: list[bytes]) -> dict[str, str]:
+    """The longest run of key=value strings that holds bootcmd or baudrate: the default
+    environment (other key=value text, in help messages, comes alone or in short runs)."""
+    best: dict[str, str] = {}
+    run: dict[str, str] = {}
+    for s in strings + [b""]:
+        if ENV_ENTRY_RE.match(s):
+            key, value = s.decode().split("=", 1)
+            run.setdefault(key, value)
+            continue
+        if len(run) > len(best) and ("bootcmd" in run or "baudrate" in run):
+            best = run
+        run = {}
+    return best
 
 
 def uboot_binary(profile: BoardProfile) -> UBootBinary | None:
