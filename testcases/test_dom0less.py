@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from xenlab.errors import StageFailure
 from xenlab.lab.xenuart import XenUart, domu_line, wait_line
 
 pytestmark = pytest.mark.xenlab_mode("dom0less")
@@ -61,6 +62,7 @@ def test_xen_creates_every_domu(board):
     assert ("dom0-loading" in strategy.marks) == board.variant.dom0
 
 
+@pytest.mark.xenlab_needs("linux-domus")
 def test_every_domu_boots_to_its_init(board):
     """Each DomU's Linux reaches its init, whose ready marker comes out on Xen's UART as DOMn."""
     _up(board)
@@ -91,6 +93,7 @@ def test_init_dom0less_gives_the_domus_xenstore(board):
             assert names.get(str(domid)) == f"dom0less-{domid}", out
 
 
+@pytest.mark.xenlab_needs("linux-domus")
 def test_domu_console_is_reached(board):
     """A command typed to each DomU's console runs there.
 
@@ -125,6 +128,28 @@ def test_domu_console_is_reached(board):
         out, _, status = board.shell.run("echo back")
         assert (out, status) == (["back"], 0)
     board.record.set_info(domu_console=reached)
+
+
+@pytest.mark.xenlab_needs("xtf")
+def test_xtf_test_reports_success(board):
+    """Each XTF test kernel runs its test and reports "Test result: SUCCESS" (Xen CI's pass
+    line). FAILURE is FAIL and ERROR is ERROR, with the test's lines as evidence; SKIP skips."""
+    _up(board)
+    for domid, d in _domains(board):
+        banner = _wait_domu(board, domid, r"--- Xen Test Framework ---", "XTF banner")
+        m = _wait_domu(board, domid, r"Test result: (SUCCESS|FAILURE|ERROR|SKIP)([^\r\n]*)",
+                       "XTF test result", since=banner.start())
+        said = [line.split(f"DOM{domid}: ", 1)[1].strip() for line in
+                board.strategy.recorder.text()[banner.start():m.end()].splitlines()
+                if f"DOM{domid}: " in line]
+        result, why = m.group(1), (said[-2] if len(said) > 1 else "")
+        board.record.set_info(xtf={"test": board.variant.xtf_test, "result": result + m.group(2)})
+        if result == "SKIP":
+            pytest.skip(f"XTF {board.variant.xtf_test} (DOM{domid}) skipped: {why}")
+        if result != "SUCCESS":
+            raise StageFailure("xtf_test_reports_success", "FAIL" if result == "FAILURE" else "ERROR",
+                               f"xtf-{result.lower()}", f"XTF {board.variant.xtf_test} (DOM{domid}): "
+                               f"Test result: {result}: {why}", said[-12:])
 
 
 @pytest.mark.xenlab_needs("ping")

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.cli import one_error_line, xenlab
 
 from xenlab.plan.dtb import resolve_dtb
 from xenlab.plan.firmware import source_dtb, uboot_binary
 from xenlab.plan.profile import load_profile
 
 REPO = Path(__file__).resolve().parent.parent
-XENLAB = [sys.executable, "-m", "xenlab.cli"]
 ARMHF_DTBS = "linux-image-6.1.0-50-armmp-lpae=6.1.176-1:usr/lib/linux-image-6.1.0-50-armmp-lpae/"
 ARM64_DTBS = "linux-image-6.1.0-50-arm64=6.1.176-1:usr/lib/linux-image-6.1.0-50-arm64/"
 SUNXI = "u-boot-sunxi=2023.01+dfsg-2+deb12u3:usr/lib/u-boot/"
@@ -61,20 +61,6 @@ EXPLAINED = {
     ("zcu102", "firmware.memory"): "as firmware.psci",
     ("zcu102", "firmware.entry"): "as firmware.psci",
 }
-
-
-def xenlab(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([*XENLAB, *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=kw.pop("timeout", 600), **kw)
-
-
-def one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("xenlab:")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def get(data: dict, dotted: str):

@@ -21,7 +21,8 @@ def arm64_image(path: Path, size: int) -> Path:
 
 
 def write_image_set(directory: Path, *, domu: bool = False, xen_config: str | None = None) -> Path:
-    """`domu`: DomU files too (a variant's domains); `xen_config`: the Xen's .config text."""
+    """`domu`: DomU files too (a variant's domains, an XTF test's); `xen_config`: the Xen's
+    .config text."""
     directory.mkdir(parents=True)
     files = {"xen": arm64_image(directory / "xen", MiB + 40),
              "dom0-kernel": arm64_image(directory / "dom0-kernel", 3 * MiB),
@@ -31,6 +32,7 @@ def write_image_set(directory: Path, *, domu: bool = False, xen_config: str | No
         files["domU-kernel"] = arm64_image(directory / "domU-kernel", 3 * MiB)
         files["domU-rootfs.cpio.gz"] = directory / "domU-rootfs.cpio.gz"
         files["domU-rootfs.cpio.gz"].write_bytes(os.urandom(2048))
+        files["xtf-hyp-xen-version"] = arm64_image(directory / "xtf-hyp-xen-version", 40 * 1024)
     if xen_config is not None:
         files["xen.config"] = directory / "xen.config"
         files["xen.config"].write_text(xen_config)

@@ -22,7 +22,7 @@ from ..plan.native import NativePlan
 from ..images.xenfeatures import xen_under_test
 from ..plan.prepare import boot_files, image_set_for, prepare
 from ..plan.profile import list_boards, load_profile
-from ..plan.variant import list_variants, load_variant, variant_findings
+from ..plan.variant import load_variant, variant_findings
 from ..plan.stage import SCRIPT_NAME, stage
 from ..plan.bootplan import script_load_name as plan_script_name
 from ..reports import dashboard, nightly, testday
@@ -60,7 +60,8 @@ def cmd_images_build(args) -> int:
                                 allow_tools_mismatch=args.allow_tools_mismatch,
                                 dom0_ready={"marker": args.dom0_ready_marker,
                                             "prompt": args.dom0_prompt},
-                                rebuild=not args.no_rebuild)
+                                rebuild=not args.no_rebuild, xtf_source=args.xtf_source,
+                                xtf_tests=tuple(args.xtf_test))
     xen = image_set.xen
     print(f"image set {image_set.dir}")
     print(f"hash {image_set.hash}  arch {image_set.arch}")
@@ -289,25 +290,6 @@ def _names(text: str, option: str) -> list[str]:
     if not all(names):
         raise XenlabError(f"{option} {text!r}: an empty name")
     return list(dict.fromkeys(names))
-
-
-def cmd_matrix(args, log=print) -> int:
-    farm = load_farm(args.farm)
-    names = _names(args.variants, "--variants") if args.variants else list_variants()
-    variants = [load_variant(n) for n in names]
-    builds = _names(args.builds, "--builds") if args.builds else ["release"]
-    results = Path(args.results)
-    runs = matrix.matrix_runs(farm, variants, builds, results, log=log, build_log=_stderr)
-    jobs = args.jobs or 2
-    log(f"matrix: {len(runs)} run(s), {len(variants)} variant(s) x {len(builds)} build(s), "
-        f"{jobs} board(s) at once, results in {results}")
-    runs, interrupted, wall = matrix.run_matrix(args.farm, runs, results, args.tester, jobs, sys.stdout)
-    log("")
-    log(matrix.table(runs, builds))
-    log(f"\nwall time {wall:.0f} s for {len(runs)} run(s)")
-    if interrupted:
-        return 130
-    return 0 if all(r.record is not None and r.record.verdict is Status.PASS for r in runs) else 1
 
 
 def cmd_nightly(args, log=print) -> int:

@@ -18,12 +18,13 @@ from ..images.manifest import ARCHES
 from ..run.health import HEALTH_DEPTHS
 from ..run.record import default_results_dir
 from .bisect import cmd_bisect
+from .matrix import cmd_matrix
 from . import board
 from .arguments import (ArgumentParser, existing_dir, existing_file, output_dir, output_file,
                         port, positive_int, run_name, seconds, text, writable_dir)
 from .commands import (cmd_bench, cmd_dashboard, cmd_doctor, cmd_health, cmd_images_build,
                        cmd_images_check, cmd_images_pin, cmd_nightly, cmd_plan, cmd_results_list,
-                       cmd_results_show, cmd_stage, cmd_testday, cmd_matrix)
+                       cmd_results_show, cmd_stage, cmd_testday)
 
 
 def _farm_options(p, *, results_help: str) -> None:
@@ -60,6 +61,12 @@ def build_parser() -> ArgumentParser:
     b.add_argument("--apply-fix", action="append", default=[], metavar="NAME",
                    help="a patch from hypervisor/patches: psr-mode (the seed's §14.1 build "
                         "fix), dom0less-console (a PV console for dom0less DomUs); repeatable")
+    b.add_argument("--xtf-source", metavar="DIR|TARBALL",
+                   help="the Xen Test Framework's Arm branch: its tests join the set as xtf-<test> "
+                        "(arm64; the xtf variant boots one)")
+    b.add_argument("--xtf-test", action="append", default=[], metavar="NAME",
+                   help="an XTF test to build (tests/NAME; default hyp-xen-version, Xen CI's); "
+                        "repeatable")
     b.add_argument("--allow-tools-mismatch", action="store_true",
                    help="build a set whose --xen hypervisor differs from its toolstack")
     b.add_argument("--no-rebuild", action="store_true",
@@ -158,6 +165,11 @@ def build_parser() -> ArgumentParser:
     mx.add_argument("--variants", help="comma-separated variants (default: all of boards/variants/)")
     mx.add_argument("--builds", help="comma-separated builds: release (the variant's fragments), "
                                      "debug (plus CONFIG_DEBUG); default: release")
+    mx.add_argument("--xen-ci", action="store_true", help="exactly Xen CI's QEMU Arm jobs "
+                    "(boards/xen-ci-jobs.yaml), every Xen built from Debian's source; default "
+                    "builds: release,debug")
+    mx.add_argument("--xtf-source", metavar="DIR|TARBALL",
+                    help="the XTF Arm branch the xtf variant's test is built from")
     mx.add_argument("--results", default=str(default_results_dir()), type=output_dir, help=results_help)
     mx.add_argument("--jobs", type=positive_int, help="boards at once (default: 2, the cores QEMU needs)")
     mx.add_argument("--tester", default="matrix", type=text, help="who ran it (recorded)")

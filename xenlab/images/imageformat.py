@@ -104,3 +104,13 @@ def xen_version(path: Path) -> str | None:
         return None
     extra = _EXTRA.search(data)
     return f"{int(m.group(1))}.{int(m.group(2))}" + (extra.group(1).decode() if extra else "")
+
+
+def xen_line(version: str) -> str:
+    """'4.20.5-pre' -> '4.20': Xen's domctl/sysctl interfaces are stable within a line only."""
+    return ".".join(re.split(r"[.-]", version)[:2])
+
+
+def xen_version_of(debian_version: str) -> str:
+    """'4.17.5+72-g01140da4e8-1' -> '4.17.5' (what Xen prints in its banner)."""
+    return re.match(r"^(?:\d+:)?(\d+\.\d+(?:\.\d+)?)", debian_version).group(1)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -25,10 +24,11 @@ from ..errors import XenlabError
 from ..schema import validate
 from . import debs, kconfig, rootfs, xenbuild
 from .cache import build_aside, cache_root, sha256_bytes, sha256_file
-from .imageformat import xen_version
+from .imageformat import xen_line, xen_version, xen_version_of
 from .integrity import (KERNEL_ARTIFACTS, OVERRIDABLE, VERIFIED, CorruptSet,  # noqa: F401
                         check_overrides, discard_set, verify_artifacts)
 from .manifest import ARCHES, Manifest, load_manifest, manifest_path
+from . import xtf
 from .rootfs import RECIPE_DIR
 from .readiness import DOMU_READY_MARKER, dom0_readiness, ready_pattern
 
@@ -180,14 +180,14 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
                     manifest: Path | None = None, log=lambda msg: None, *,
                     xen_source: str | None = None, xen_config=(), fixes=(),
                     allow_tools_mismatch: bool = False, dom0_ready: dict | None = None,
-                    rebuild: bool = True) -> ImageSet:
+                    rebuild: bool = True, xtf_source: str | None = None,
+                    xtf_tests: tuple[str, ...] = ()) -> ImageSet:
     """Build (or find in the cache, checked against its manifest) the image set for `arch`.
 
     A cached set whose files no longer match its manifest.json, or that has none, is
-    rebuilt (`rebuild=False`: refused in one line).
-
-    With `xen_source`, the hypervisor and the Dom0 toolstack are built from that
-    one source (xenbuild) in place of the manifest's prebuilt Xen packages.
+    rebuilt (`rebuild=False`: refused in one line).  With `xen_source`, the hypervisor and
+    the Dom0 toolstack are built from that one source (xenbuild) in place of the manifest's
+    prebuilt Xen packages; with `xtf_source`, XTF tests join the set (xtf.for_image_set).
     """
     m = load_manifest(Path(manifest) if manifest else manifest_path(arch))
     if m.arch != arch:
@@ -207,13 +207,15 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
     elif xen_config or fixes:
         raise XenlabError("--xen-config and --apply-fix configure a build: add --xen-source",
                           where="--xen-config" if xen_config else "--apply-fix")
+    xtf_built = xtf.for_image_set(m.arch, xtf_source, tuple(xtf_tests), log)
     packages = _packages(m, build)
     checked = check_overrides(m, overrides)
     xen = _xen_facts(m, build, checked, allow_tools_mismatch)
     ready = dom0_readiness(overrides, **(dom0_ready or {}))
     key = set_key(m, {name: digest for name, (_, digest) in checked.items()},
                   {"xen_build": build.info["key"] if build else None,
-                   "allow_tools_mismatch": bool(xen.get("mismatch")), "dom0_ready": ready})
+                   "allow_tools_mismatch": bool(xen.get("mismatch")), "dom0_ready": ready,
+                   **({"xtf": {r: digest for r, (_, digest, _) in xtf_built.items()}} if xtf_built else {})})
     final = cache_root() / "sets" / f"{arch}-{key}"
     if final.exists():
         try:
@@ -231,15 +233,10 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
     trees = {pkg.name: debs.extract(pkg) for pkg in packages}
     try:
         with build_aside(final) as out:
-            _build_into(out, m, trees, checked, log, build, packages, xen, ready)
+            _build_into(out, m, trees, checked, log, build, packages, xen, ready, xtf_built)
     except OSError as exc:
         raise debs.disk_error(exc, final) from None
     return ImageSet.open(final)
-
-
-def xen_line(version: str) -> str:
-    """'4.20.5-pre' -> '4.20': Xen's domctl/sysctl interfaces are stable within a line only."""
-    return ".".join(re.split(r"[.-]", version)[:2])
 
 
 def _packages(m: Manifest, build) -> list:
@@ -286,7 +283,10 @@ def _xen_facts(m: Manifest, build, checked: dict, allow_mismatch: bool) -> dict:
 
 def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
                 overrides: dict[str, tuple[Path, str]], log, build, packages: list,
-                xen: dict, ready: dict) -> None:
+                xen: dict, ready: dict, xtf_built: dict | None = None) -> None:
+    origin_xtf = {role: why for role, (_, _, why) in (xtf_built or {}).items()}
+    for role, (binary, _, _) in (xtf_built or {}).items():
+        shutil.copyfile(binary, out / role)
     if build is not None:  # the built toolstack is one more tree the Dom0 draws from
         trees = {**trees, "xen-build": build.tools}
     src = rootfs.Sources(m, trees)
@@ -367,7 +367,8 @@ def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
             art = Artifact(f.name, f.stat().st_size, overrides[f.name][1], "override",
                            str(overrides[f.name][0]))
         else:
-            art = Artifact(f.name, f.stat().st_size, sha256_file(f), origin[f.name])
+            art = Artifact(f.name, f.stat().st_size, sha256_file(f),
+                           origin_xtf.get(f.name) or origin[f.name])
         artifacts.append(art.as_dict())
     info = {
         "arch": m.arch,
@@ -388,8 +389,3 @@ def _build_into(out: Path, m: Manifest, trees: dict[str, Path],
     }
     (out / "manifest.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     log(f"built {len(artifacts)} artifacts")
-
-
-def xen_version_of(debian_version: str) -> str:
-    """'4.17.5+72-g01140da4e8-1' -> '4.17.5' (what Xen prints in its banner)."""
-    return re.match(r"^(?:\d+:)?(\d+\.\d+(?:\.\d+)?)", debian_version).group(1)

@@ -19,7 +19,7 @@ from pexpect import TIMEOUT
 from ..console_text import clean, clean_lines
 from ..errors import Severity
 from ..images.cache import atomic_write
-from ..images.imageset import xen_line
+from ..images.imageformat import xen_line
 from ..plan.doctor import console_findings
 from ..plan.uart import console_uart
 from ..plan.dtb import DtbInfo

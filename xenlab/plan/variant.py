@@ -11,6 +11,7 @@ profile it is validated on load; an error is one line naming file, key, value.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import attr
@@ -30,7 +31,11 @@ MiB = 1 << 20
 # What a domain's own checks print on its console (rootfs/domU/sbin/xenlab-checks),
 # and what Dom0 or the console shows for the rest.
 DOMU_CHECKS = ("ping", "iomem", "shm")
-VARIANT_CHECKS = ("cpupool", "earlyprintk", "console", "heap")
+VARIANT_CHECKS = ("cpupool", "earlyprintk", "console", "heap", "xtf")
+# A domain kernel "xtf" is the variant's XTF test, the image set's xtf-<test> (images/xtf.py);
+# `NAME:TEST` (--xenlab-variant xtf:example) names another test than the variant's own.
+XTF_KERNEL = "xtf"
+XTF_TEST_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 _INT = {"type": "integer", "minimum": 0}
 _TEXT = {"type": "string", "minLength": 1}
@@ -77,6 +82,8 @@ SCHEMA = _obj({
     "static_heap": {"type": "array", "items": _obj({"start": _INT, "size": _INT})},
     # false: Dom0 leaves the DomUs running at the end (a teardown Xen is known to hang in)
     "destroy": {"type": "boolean"},
+    # The XTF test a domain kernel "xtf" boots (tests/<name> of the set's XTF source)
+    "xtf_test": {"type": "string", "pattern": XTF_TEST_RE},
 }, required=["description", "boards", "dom0", "domains"])
 
 
@@ -127,6 +134,7 @@ class Variant:
     destroy: bool = True
     xen_patches: tuple[str, ...] = ()  # hypervisor/patches/ applied to the Xen it builds
     static_heap: tuple[tuple[int, int], ...] = ()  # (address, size) banks
+    xtf_test: str = ""  # what a domain kernel "xtf" boots: the set's xtf-<xtf_test>
 
     @property
     def builds_xen(self) -> bool:
@@ -151,7 +159,8 @@ class Variant:
         for d in self.domains:
             cmdline = " ".join(filter(None, [d.cmdline, f"xenlab.checks={d.check_args()}"
                                              if d.checks else ""]))
-            kernel = _artifact(images, d.kernel, self, d.name, "kernel")
+            role = f"xtf-{self.xtf_test}" if d.kernel == XTF_KERNEL else d.kernel
+            kernel = _artifact(images, role, self, d.name, "kernel")
             out.append(DomUSpec(d.name, gzipped(kernel) if d.compress == "gzip" else kernel,
                                 _artifact(images, d.ramdisk, self, d.name, "ramdisk") if d.ramdisk else None,
                                 d.memory_mb * 1024, d.vcpus, d.vpl011, cmdline, d.enhanced,
@@ -178,8 +187,11 @@ class Variant:
 
 def _artifact(images, role: str, variant: Variant, domain: str, key: str) -> Path:
     if role not in images.artifacts:
+        hint = (f"; build it: xenlab images build --xtf-source DIR|TARBALL --xtf-test "
+                f"{variant.xtf_test}" if role.startswith("xtf-") else "")
         raise XenlabError(f"key 'domains.{domain}.{key}': image set {images.dir} has no "
-                          f"{role!r} (it has: {', '.join(sorted(images.artifacts))})", where=variant.where)
+                          f"{role!r} (it has: {', '.join(sorted(images.artifacts))}){hint}",
+                          where=variant.where)
     return images.path(role)
 
 
@@ -188,8 +200,17 @@ def list_variants() -> list[str]:
 
 
 def load_variant(name_or_path: str | os.PathLike) -> Variant:
-    """A variant by name (boards/variants/<name>.yaml) or by file path."""
+    """A variant by name (boards/variants/<name>.yaml) or by file path; `NAME:TEST` an XTF
+    variant booting another of the set's XTF tests."""
     text = str(name_or_path)
+    if ":" in text and not text.endswith((".yaml", ".yml")):
+        text, test = text.split(":", 1)
+        variant = load_variant(text)
+        if not variant.xtf_test:
+            raise XenlabError(f"variant {variant.name} boots no XTF test: drop ':{test}'", where=variant.where)
+        if not re.match(XTF_TEST_RE, test):
+            raise XenlabError(f"XTF test name {test!r} must match {XTF_TEST_RE}", where=variant.where)
+        return attr.evolve(variant, xtf_test=test)
     if text.endswith((".yaml", ".yml")):
         path = Path(text)
         if not path.is_file():
@@ -253,6 +274,12 @@ def _parse(path: Path) -> Variant:
                   for m in d.get("shared_mem", [])),
             d.get("cpupool"), tuple(d.get("checks", [])), d.get("compress", "")))
     checks = tuple(data.get("checks", []))
+    xtf_kernels = [d["kernel"] == XTF_KERNEL for d in data["domains"]]
+    if any(xtf_kernels) != bool(data.get("xtf_test")):
+        fail("xtf_test", "a domain kernel 'xtf' boots the variant's xtf_test: give both or neither")
+    if ("xtf" in checks) != (all(xtf_kernels) and not data["dom0"]):
+        fail("checks", "'xtf' reads each XTF test's result on Xen's UART: every domain's kernel "
+             "must be 'xtf', with dom0: false (as Xen CI's XTF jobs)")
     heap = tuple((b["start"], b["size"]) for b in data.get("static_heap", []))
     if "cpupool" in checks and not (pools and data["dom0"]):
         fail("checks", "'cpupool' is read by Dom0's `xl list -c`: it needs dom0: true and cpupools")
@@ -262,7 +289,7 @@ def _parse(path: Path) -> Variant:
     return Variant(path.stem, path.resolve(), data["description"], tuple(data["boards"]),
                    tuple(data.get("xen_configs", [])), data.get("xen_cmdline", "").strip(),
                    data["dom0"], tuple(domains), pools, checks, data.get("destroy", True),
-                   tuple(data.get("xen_patches", [])), heap)
+                   tuple(data.get("xen_patches", [])), heap, data.get("xtf_test", ""))
 
 
 # --------------------------------------------------------------------------- the Xen it needs

@@ -17,44 +17,92 @@ from typing import Sequence, TextIO
 
 from ..errors import Status, XenlabError
 from ..images.imageset import build_image_set
-from ..plan.variant import Variant
+from .. import schema
+from ..plan.profile import BOARDS_DIR, NAME_RE
+from ..plan.variant import Variant, load_variant
 from .record import new_run_id, safe_name
 from .runner import TargetRun, run_all
 
 BUILDS = ("release", "debug")  # release: the variant's fragments only; debug: plus `debug`
+XEN_CI_JOBS = BOARDS_DIR / "xen-ci-jobs.yaml"
+_JOB = {"type": "object", "additionalProperties": False, "required": ["variant", "board", "build"],
+        "properties": {"variant": {"type": ["string", "null"], "pattern": NAME_RE.pattern},
+                       "board": {"type": "string", "pattern": NAME_RE.pattern},
+                       "build": {"enum": list(BUILDS)}}}
+JOBS_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["source", "jobs"],
+               "properties": {"source": {"type": "string"},
+                              "jobs": {"type": "object", "minProperties": 1,
+                                       "propertyNames": {"pattern": r"^qemu-[a-z0-9-]+$"},
+                                       "additionalProperties": _JOB}}}
 
 
-def build_fragments(variant: Variant, build: str) -> tuple[str, ...]:
+def build_fragments(variant: Variant | None, build: str) -> tuple[str, ...]:
+    """The Kconfig fragments of a variant's build (None: the dom0 smoke test's)."""
+    configs = variant.xen_configs if variant is not None else ()
     if build == "release":
-        return variant.xen_configs
+        return configs
     if build == "debug":
-        return variant.xen_configs + (() if "debug" in variant.xen_configs else ("debug",))
+        return configs + (() if "debug" in configs else ("debug",))
     raise XenlabError(f"--builds: unknown build {build!r} (known: {', '.join(BUILDS)})")
 
 
 def matrix_runs(farm, variants: Sequence[Variant], builds: Sequence[str], results: Path,
-                run_id: str | None = None, log=print, build_log=lambda m: None) -> list[TargetRun]:
+                run_id: str | None = None, log=print, build_log=lambda m: None,
+                xtf_source: str | None = None) -> list[TargetRun]:
     """One run per (variant, board it names, build), its Xen built (or found) first."""
+    cells = [(v, t, b, None) for v in variants for t in farm.select((), v) for b in builds]
+    return _runs(cells, results, run_id, log, build_log, xtf_source, from_source=False)
+
+
+def xen_ci_runs(farm, builds: Sequence[str], results: Path, run_id: str | None = None, log=print,
+                build_log=lambda m: None, xtf_source: str | None = None) -> list[TargetRun]:
+    """Xen CI's QEMU Arm jobs (boards/xen-ci-jobs.yaml) of the builds asked for, each on the
+    farm target of its board, each Xen built from Debian's source as Xen CI builds its own."""
+    cells = []
+    for name, job in xen_ci_jobs().items():
+        if job["build"] not in builds:
+            continue
+        target = next((t for t in farm.targets.values() if t.profile == job["board"]), None)
+        if target is None:
+            raise XenlabError(f"Xen CI job {name} boots board {job['board']}: no target of "
+                              f"{farm.path} is that board", where=str(XEN_CI_JOBS))
+        cells.append((load_variant(job["variant"]) if job["variant"] else None, target,
+                      job["build"], name))
+    return _runs(cells, results, run_id, log, build_log, xtf_source, from_source=True)
+
+
+def xen_ci_jobs() -> dict[str, dict]:
+    data = schema.read_yaml(XEN_CI_JOBS, "Xen CI job table", str(XEN_CI_JOBS))
+    schema.validate(data, JOBS_SCHEMA, str(XEN_CI_JOBS))
+    return data["jobs"]
+
+
+def _runs(cells, results: Path, run_id, log, build_log, xtf_source, from_source: bool) -> list[TargetRun]:
     base = safe_name(run_id or new_run_id(), "run")
+    xtf_variant = next((v for v, _, _, _ in cells if v is not None and v.xtf_test), None)
+    if xtf_variant is not None and xtf_source is None:  # before any build starts
+        raise XenlabError(f"variant {xtf_variant.name} boots an XTF test: give --xtf-source "
+                          "DIR|TARBALL (the XTF Arm branch)", where="--xtf-source")
     runs, sets = [], {}
-    for variant in variants:
-        for target in farm.select((), variant):
-            for build in builds:
-                fragments = build_fragments(variant, build)
-                key = (target.arch, fragments, variant.xen_patches)
-                if key not in sets:
-                    built = None if not (fragments or variant.xen_patches) else build_image_set(
-                        target.arch, xen_source="debian", xen_config=fragments,
-                        fixes=variant.xen_patches, log=build_log)
-                    sets[key] = built.dir if built is not None else None
-                    if built is not None:
-                        what = "+".join(fragments + tuple(f"{p}.patch" for p in variant.xen_patches))
-                        # What was built, as the set records it: the manifest's source tarball.
-                        log(f"Xen for {variant.name} {build} ({target.arch}): Xen "
-                            f"{built.xen_version} from {built.xen.get('changeset')} with {what}, "
-                            f"image set {built.dir.name}")
-                runs.append(TargetRun(target, f"{base}-{variant.name}-{build}", results,
-                                      image_set=sets[key], variant=variant.name, build=build))
+    for variant, target, build, job in cells:
+        fragments = build_fragments(variant, build)
+        patches = variant.xen_patches if variant else ()
+        xtf = (variant.xtf_test,) if variant is not None and variant.xtf_test else ()
+        key = (target.arch, fragments, patches, xtf)
+        if key not in sets:
+            built = None if not (from_source or fragments or patches or xtf) else build_image_set(
+                target.arch, xen_source="debian", xen_config=fragments, fixes=patches,
+                xtf_source=xtf_source if xtf else None, xtf_tests=xtf, log=build_log)
+            sets[key] = built.dir if built is not None else None
+            if built is not None:
+                what = "+".join(fragments + tuple(f"{p}.patch" for p in patches) + xtf) or "release"
+                # What was built, as the set records it: the manifest's source tarball.
+                log(f"Xen for {variant.name if variant else 'dom0'} {build} ({target.arch}): Xen "
+                    f"{built.xen_version} from {built.xen.get('changeset')} with {what}, "
+                    f"image set {built.dir.name}")
+        runs.append(TargetRun(target, f"{base}-{job or (variant.name if variant else 'dom0')}-{build}",
+                              results, image_set=sets[key], variant=variant.name if variant else None,
+                              build=build, tags={"xen_ci_job": job} if job else None))
     if not runs:
         raise XenlabError("the matrix is empty: no farm target is a board the variants name")
     return runs
@@ -96,7 +144,9 @@ def table(runs: Sequence[TargetRun], builds: Sequence[str]) -> str:
     """Variants (with the board) x builds, one cell per run: verdict, seconds, why."""
     rows = {}
     for run in runs:
-        rows.setdefault(f"{run.variant} ({run.target.name})", {})[run.build] = cell(run)
+        job = (run.tags or {}).get("xen_ci_job")
+        name = f"{run.variant or 'dom0'} ({run.target.name})"
+        rows.setdefault(f"{job}: {name}" if job else name, {})[run.build] = cell(run)
     header = ["variant (board)", *builds]
     body = [[name, *(cells.get(b, "-") for b in builds)] for name, cells in rows.items()]
     widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]

@@ -37,7 +37,7 @@ def pytest_configure(config):
                             "(dom0: no variant; dom0less: a variant)")
     config.addinivalue_line("markers", "xenlab_needs(*what): a step for variants with a Dom0 "
                             "('dom0'), without one ('no-dom0'), xenstore ('enhanced'), Dom0's "
-                            "teardown ('destroy') or a check")
+                            "teardown ('destroy'), Linux DomUs ('linux-domus') or a check")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -64,6 +64,8 @@ def traits(variant: Variant | None) -> set[str]:
     if variant is None:
         return {"dom0"}
     have = {"dom0" if variant.dom0 else "no-dom0", *variant.all_checks}
+    if "xtf" not in have:  # an XTF test kernel has no init to reach, no shell to type to
+        have.add("linux-domus")
     if variant.dom0 and any(d.enhanced for d in variant.domains):
         have.add("enhanced")
     if variant.dom0 and variant.destroy:
