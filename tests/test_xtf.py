@@ -129,6 +129,11 @@ def test_bad_inputs_are_one_line(tmp_path):
     one_error_line(xenlab(*build, "--xtf-source", str(XTF), "--xtf-test", "no-such-test"),
                    "--xtf-test", "XTF test 'no-such-test' is not in")
     one_error_line(xenlab(*build, "--xtf-test", "example"), "--xtf-test", "add --xtf-source")
+    # cpuid is an x86 test: its arm64 build fails, and the failure is one line, the log's tail, the log
+    failed = xenlab(*build, "--xtf-source", str(XTF), "--xtf-test", "cpuid")
+    line = one_error_line(failed, "XTF build of tests/cpuid failed", "cpuid_count_fn_t", "log: ")
+    log = Path(line.rsplit("log: ", 1)[1])
+    assert log.is_file() and "TESTS=tests/cpuid" in log.read_text() and "  | " in failed.stderr
     one_error_line(xenlab("images", "build", "--arch", "arm32", "--xtf-source", str(XTF)),
                    "built for arm64")
     one_error_line(xenlab("matrix", "--variants", "dom0less", "--xtf-source", str(XTF)),

@@ -193,6 +193,7 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
     if m.arch != arch:
         raise XenlabError(f"key 'arch': manifest is for {m.arch}, not {arch}", where=str(m.path))
     overrides = dict(overrides or {})
+    xtf_built = xtf.for_image_set(m.arch, xtf_source, tuple(xtf_tests), log)  # cheap: first
     build = None
     if xen_source:
         if m.source is None:
@@ -207,7 +208,6 @@ def build_image_set(arch: str = "arm64", overrides: dict[str, Path] | None = Non
     elif xen_config or fixes:
         raise XenlabError("--xen-config and --apply-fix configure a build: add --xen-source",
                           where="--xen-config" if xen_config else "--apply-fix")
-    xtf_built = xtf.for_image_set(m.arch, xtf_source, tuple(xtf_tests), log)
     packages = _packages(m, build)
     checked = check_overrides(m, overrides)
     xen = _xen_facts(m, build, checked, allow_tools_mismatch)
