@@ -169,3 +169,8 @@ def test_the_xen_ci_job_table_is_xen_cis_twenty_qemu_arm_jobs():
             assert suffix in ("", job["variant"], f"{variant.xtf_test}"), name
         assert f"`{name}`" in readme, name
     assert {j["build"] for j in jobs.values()} == set(matrix.BUILDS)
+    # Each job's run id is valid (a job's name is too long for one) and unique on its target.
+    from xenlab.run.record import new_run_id
+    ids = [(j["board"], matrix.cell_run_id(new_run_id(), j["variant"] and load_variant(j["variant"]),
+                                           j["build"]).split("-", 2)[2]) for j in jobs.values()]
+    assert len(set(ids)) == len(ids)

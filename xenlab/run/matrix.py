@@ -71,6 +71,12 @@ def xen_ci_runs(farm, builds: Sequence[str], results: Path, run_id: str | None =
     return _runs(cells, results, run_id, log, build_log, xtf_source, from_source=True)
 
 
+def cell_run_id(base: str, variant: Variant | None, build: str) -> str:
+    """A cell's run id: unique per target (a Xen CI job's name, up to 55 characters, is in its
+    record's info instead: run ids are at most 64)."""
+    return safe_name(f"{base}-{variant.name if variant else 'dom0'}-{build}", "run")
+
+
 def xen_ci_jobs() -> dict[str, dict]:
     data = schema.read_yaml(XEN_CI_JOBS, "Xen CI job table", str(XEN_CI_JOBS))
     schema.validate(data, JOBS_SCHEMA, str(XEN_CI_JOBS))
@@ -100,9 +106,9 @@ def _runs(cells, results: Path, run_id, log, build_log, xtf_source, from_source:
                 log(f"Xen for {variant.name if variant else 'dom0'} {build} ({target.arch}): Xen "
                     f"{built.xen_version} from {built.xen.get('changeset')} with {what}, "
                     f"image set {built.dir.name}")
-        runs.append(TargetRun(target, f"{base}-{job or (variant.name if variant else 'dom0')}-{build}",
-                              results, image_set=sets[key], variant=variant.name if variant else None,
-                              build=build, tags={"xen_ci_job": job} if job else None))
+        runs.append(TargetRun(target, cell_run_id(base, variant, build), results, image_set=sets[key],
+                              variant=variant.name if variant else None, build=build,
+                              tags={"xen_ci_job": job} if job else None))
     if not runs:
         raise XenlabError("the matrix is empty: no farm target is a board the variants name")
     return runs
