@@ -547,6 +547,15 @@ PROFILES = {
     "boot-command-bogus": (lambda d: d.update(boot_command="bootm"), "key 'boot_command'"),
     "load-command-injection": (lambda d: d.update(load_command="tftpb; reset"), "key 'load_command'"),
     "timeout-zero": (lambda d: d["timeouts"].update(xen=0), "key 'timeouts.xen'"),
+    # #28: U-Boot reads at most CONFIG_SYS_CBSIZE per line; a 10 MB command line was accepted
+    "xen-cmdline-over-cbsize": (lambda d: d["xen"].update(cmdline="loglvl=all " * 300),
+                                "key 'xen.cmdline'", "uboot.max_command 2048 (CONFIG_SYS_CBSIZE)"),
+    "dom0-cmdline-over-cbsize": (lambda d: d["dom0"].update(cmdline="quiet " * 400),
+                                 "key 'dom0.cmdline'", "a U-Boot command of 2"),
+    "cbsize-of-a-small-uboot": (lambda d: (d["uboot"].update(max_command=256),
+                                           d["xen"].update(cmdline="loglvl=all " * 12)),
+                                "key 'xen.cmdline'", "uboot.max_command 256"),
+    "cbsize-too-small": (lambda d: d["uboot"].update(max_command=16), "key 'uboot.max_command'"),
 }
 
 

@@ -38,6 +38,10 @@ from .domains import static_heap_banks as _static_heap_banks
 FDT_PAGE = 0x1000  # `fdt resize` ends the blob on a 4 KiB boundary
 FDT_RESIZE_RSV = 5 * 16  # ... after room for five /memreserve/ entries (fdt_shrink_to_minimum)
 FDT_BOOT_PAD = 0x3000  # booti/bootz then grow an in-place DTB by CONFIG_SYS_FDT_PAD for their fix-ups
+# What the run types around each command (labgrid UBootDriver.run: echo markers, the status)
+COMMAND_WRAP = 64
+# The /chosen property each command-line key becomes (booting.txt)
+BOOTARGS_KEYS = (("xen,xen-bootargs", "xen.cmdline"), ("xen,dom0-bootargs", "dom0.cmdline"))
 
 ROLES = ("xen", "dom0-kernel", "dom0-ramdisk")
 # A load name is one word to U-Boot's shell and to a TFTP server.
@@ -193,8 +197,10 @@ class BootPlan:
         by_role.update({role: by_role[first] for role, first in shared.items()})
         edits = chosen_edits(by_role, has_chosen, xen_bootargs, dom0_bootargs, domus, cpupools,
                              static_heap, root_cells)
-        return cls(profile, placements, script_addr, xen_bootargs, dom0_bootargs, domus, headroom,
+        plan = cls(profile, placements, script_addr, xen_bootargs, dom0_bootargs, domus, headroom,
                    tuple(edits), uart, cpupools, static_heap)
+        plan.check_command_lengths()
+        return plan
 
     # ------------------------------------------------------------------ queries
     def placement(self, role: str) -> Placement:
@@ -216,6 +222,19 @@ class BootPlan:
         _check_name("boot script", script_name, script_name)
         return [f"{self.profile.load_command} {self.script_addr:#x} {script_name}",
                 f"source {self.script_addr:#x}"]
+
+    def check_command_lengths(self) -> None:
+        """Refuse a command longer than the board's U-Boot reads: U-Boot drops what does not
+        fit its console buffer (CONFIG_SYS_CBSIZE), and the run types each command wrapped."""
+        limit = self.profile.uboot.max_command
+        for cmd in self.uboot_prelude() + self.uboot_commands():
+            if len(cmd) + COMMAND_WRAP > limit:
+                key = next((k for prop, k in BOOTARGS_KEYS if f" {prop} " in cmd),
+                           "domains.cmdline" if " bootargs " in cmd else "uboot")
+                raise XenlabError(f"key '{key}': a U-Boot command of {len(cmd)} bytes ({cmd[:40]}...) "
+                                  f"is over what the board's U-Boot reads: uboot.max_command "
+                                  f"{limit} (CONFIG_SYS_CBSIZE), {COMMAND_WRAP} of it for the "
+                                  "run's markers", where=self.profile.where)
 
     # ------------------------------------------------------------------ renderings
     def uboot_commands(self, *, edit_dtb: bool = True) -> list[str]:

@@ -67,6 +67,7 @@ class UBoot:
     autoboot: str
     interrupt: str
     init_commands: tuple[str, ...] = ()
+    max_command: int = 2048  # CONFIG_SYS_CBSIZE: U-Boot's console buffer, and so its longest line
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -319,7 +320,8 @@ def _parse(path: Path) -> BoardProfile:
         arch=data["arch"], emulated=data["emulated"],
         memory=Memory(mem["start"], mem["end"], tuple(reserved)),
         uboot=UBoot(data["uboot"]["prompt"], data["uboot"]["autoboot"],
-                    data["uboot"]["interrupt"], _init_commands(data["uboot"], fail)),
+                    data["uboot"]["interrupt"], _init_commands(data["uboot"], fail),
+                    data["uboot"].get("max_command", 2048)),
         load_command=data["load_command"], boot_command=data["boot_command"],
         boot_command_why=data["boot_command_why"], dtb=dtb,
         dtb_fixups=tuple(Fixup.from_data(f) for f in data.get("dtb_fixups", [])),

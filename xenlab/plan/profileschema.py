@@ -60,6 +60,8 @@ SCHEMA = _obj({
         "init_commands": {"type": "array", "items": {"oneOf": [_INIT_COMMAND, {
             "type": "object", "additionalProperties": False, "required": ["command", "raw"],
             "properties": {"command": _INIT_COMMAND, "raw": {"type": "boolean"}}}]}},
+        # The longest command line U-Boot reads (its CONFIG_SYS_CBSIZE; default 2048)
+        "max_command": {"type": "integer", "minimum": 256, "maximum": 65536},
     }, required=["prompt", "autoboot", "interrupt"]),
     # tftpb / tftpboot, or a filesystem load: `load mmc 0:1`, `fatload usb 0:1`, `ext4load scsi 0:2`
     "load_command": {"type": "string", "pattern":
