@@ -1,8 +1,9 @@
 """`xenlab plan --imagebuilder CONFIG`: an ImageBuilder config read as data into the boot plan.
 
-The config below is the shape of Xen CI's qemu-smoke-dom0less-arm64.sh one.  A key
-xenlab does not know, one it does not support yet, or anything a shell would
-expand is refused with its name and line; the file is never sourced.
+The config below is the shape of Xen CI's qemu-smoke-dom0less-arm64.sh one, and
+XEN_CI_CONFIG that script's own, unchanged.  A key xenlab does not know, one it does
+not support yet (said so, by name), or anything a shell would expand is refused with
+its name and line; the file is never sourced.
 """
 
 from __future__ import annotations
@@ -101,7 +102,10 @@ def test_the_cli_prints_the_plan_and_writes_uboot_script(config):
 
 @pytest.mark.parametrize("line,expect", [
     ("DOMU_FOO[0]=1", "line 29: unknown key DOMU_FOO[0]"),
-    ("DOMU_NOBOOT[0]=y", "line 29: key DOMU_NOBOOT (DomUs not started at boot) is not supported yet"),
+    ("FIT=y", "line 29: key FIT (a FIT image) is not supported by xenlab yet"),
+    ("DOMU_PASSTHROUGH_DTB[0]=\"pt.dtb\"",
+     "line 29: key DOMU_PASSTHROUGH_DTB (device passthrough) is not supported by xenlab yet"),
+    ("DOMU_ENHANCED[0]=maybe", "line 29: DOMU_ENHANCED[0]: 'maybe' is not a yes or no"),
     ("XEN_STATIC_HEAP=\"0x60000000\"", "line 29: XEN_STATIC_HEAP: '0x60000000': wants groups of 2"),
     ("DOMU_KERNEL=Image", "line 29: unknown key DOMU_KERNEL (it takes an index"),
     ("XEN=$(touch pwned)", "line 29: XEN value '$(touch pwned)' has '$'"),
@@ -157,3 +161,78 @@ def test_what_cannot_boot_is_one_line(config, old, new, expect):
     with pytest.raises(XenlabError) as err:
         plan_from(read_config(edited(config, old, new)), load_profile("qemu-virt-arm64"))
     assert expect in str(err.value) and "\n" not in str(err.value), err.value
+
+
+# Xen CI's own config, as automation/scripts/qemu-smoke-dom0less-arm64.sh writes it (xen.git
+# c447b7308b13, 2026-08-18), unchanged: UBOOT_SOURCE, and a 256 MiB MEMORY_START/END window
+# on a 2 GiB machine, which is where the files load, not the board's RAM.
+XEN_CI_CONFIG = """\
+MEMORY_START="0x40000000"
+MEMORY_END="0x50000000"
+
+DEVICE_TREE="virt.dtb"
+XEN="xen"
+DOM0_KERNEL="Image"
+DOM0_RAMDISK="dom0-rootfs.cpio.gz"
+XEN_CMD="console=dtuart dom0_mem=512M console_timestamps=boot"
+
+NUM_DOMUS=1
+DOMU_KERNEL[0]="Image"
+DOMU_RAMDISK[0]="initrd"
+DOMU_MEM[0]="256"
+DOMU_KERNEL[1]="Image"
+DOMU_RAMDISK[1]="initrd"
+DOMU_MEM[1]="256"
+
+LOAD_CMD="tftpb"
+UBOOT_SOURCE="boot.source"
+UBOOT_SCRIPT="boot.scr"
+"""
+
+
+@pytest.fixture
+def xen_ci_config(config) -> Path:
+    d = config.parent
+    (d / "virt.dtb").write_bytes((d / "virt-gicv2.dtb").read_bytes())
+    (d / "dom0-rootfs.cpio.gz").write_bytes(b"\x1f\x8b" + bytes(8000))
+    config.write_text(XEN_CI_CONFIG)
+    return config
+
+
+def test_xen_cis_own_config_plans_unchanged_in_its_window(xen_ci_config):
+    plan = plan_from(read_config(xen_ci_config), load_profile("qemu-virt-arm64"))
+    assert plan.xen_bootargs == "console=dtuart dom0_mem=512M console_timestamps=boot"
+    assert [d.name for d in plan.domus] == ["domU0"]  # NUM_DOMUS=1: DOMU_*[1] is not booted
+    # Every file inside MEMORY_START/END; Dom0's 512 MiB and the DomU's 256 MiB from the RAM.
+    assert all(0x40000000 <= p.addr and p.end <= 0x50000000 for p in plan.placements)
+    assert plan.profile.memory.end == 0xc0000000 and plan.profile.dom0.memory_mb == 512
+
+
+def test_the_cli_writes_uboot_source_beside_the_script(xen_ci_config):
+    proc = subprocess.run([sys.executable, "-m", "xenlab.cli", "plan", "qemu-virt-arm64",
+                           "--imagebuilder", str(xen_ci_config)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    source = (xen_ci_config.parent / "boot.source").read_text()
+    assert "fdt mknode /chosen domU0" in source and source.splitlines()[-1].startswith("booti 0x")
+    assert (xen_ci_config.parent / "boot.scr").stat().st_size > 64
+    assert not (xen_ci_config.parent / "boot.cmd").exists()
+
+
+def test_domu_flags_are_honoured(config):
+    config.write_text(config.read_text() + 'DOMU_ENHANCED[0]="0"\nDOMU_DIRECTMAP[1]="n"\nDOM0_VCPUS=2\n')
+    plan = plan_from(read_config(config), load_profile("qemu-virt-arm64"))
+    domu0 = {e.prop for e in plan.edits if e.node == "/chosen/domU0" and e.prop}
+    domu1 = {e.prop for e in plan.edits if e.node == "/chosen/domU1" and e.prop}
+    assert "xen,enhanced" not in domu0 and "direct-map" not in domu1 and "xen,static-mem" in domu1
+    assert plan.profile.dom0.vcpus == 2
+    config.write_text(config.read_text() + 'DOMU_NOBOOT[1]="y"\n')
+    plan = plan_from(read_config(config), load_profile("qemu-virt-arm64"))
+    assert [d.name for d in plan.domus] == ["domU0"]  # ImageBuilder writes no node for it
+
+
+def test_a_window_outside_the_boards_ram_is_one_line(config):
+    config = edited(config, 'MEMORY_END="0x80000000"', 'MEMORY_END="0x100000000"')
+    with pytest.raises(XenlabError) as err:
+        plan_from(read_config(config), load_profile("qemu-virt-arm64"))
+    assert "MEMORY_END: the window 0x40000000-0x100000000 is not inside board qemu-virt-arm64's RAM " \
+           "(0x40000000-0xc0000000)" in str(err.value)

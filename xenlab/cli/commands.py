@@ -109,7 +109,7 @@ def _board_line(board) -> str:
 
 
 def cmd_plan(args) -> int:
-    script = args.script
+    script, source = args.script, None
     if args.imagebuilder:  # the tester's own ImageBuilder config, read as data
         if args.native:
             raise XenlabError("--native and --imagebuilder: give one")
@@ -121,6 +121,8 @@ def cmd_plan(args) -> int:
         name = imagebuilder.script_name(config)
         if name and not script:  # UBOOT_SCRIPT: written beside the config, as uboot-script-gen does
             script = str(Path(args.imagebuilder).parent / plan_script_name(name))
+            if imagebuilder.source_name(config):  # UBOOT_SOURCE: the script's text, beside it
+                source = Path(args.imagebuilder).parent / plan_script_name(imagebuilder.source_name(config))
     else:
         if args.native and (args.variant or args.dtb):
             raise XenlabError("--native boots the dom0 smoke test's kernel without Xen: drop "
@@ -139,8 +141,8 @@ def cmd_plan(args) -> int:
     for cmd in plan.uboot_prelude() + plan.uboot_commands():
         print(cmd)
     if script:
-        plan.boot_script(Path(script))
-        _stderr(f"\nwrote {script}")
+        plan.boot_script(Path(script), source)
+        _stderr(f"\nwrote {script}" + (f" and {source}" if source else ""))
     if args.dtb:
         plan.offline_dtb(Path(args.dtb))
         _stderr(f"wrote {args.dtb}")

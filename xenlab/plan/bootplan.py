@@ -86,7 +86,7 @@ class BootPlan:
     def build(cls, profile: BoardProfile, files: Mapping[str, os.PathLike], dtb_path: os.PathLike,
               *, script_addr: int | None = None, domus=(), fixed: Mapping[str, int] | None = None,
               cpupools=(), xen_cmdline: str = "", xen_bootargs: str | None = None,
-              static_heap=()) -> "BootPlan":
+              static_heap=(), load_window: tuple[int, int] | None = None) -> "BootPlan":
         """Lay out `files` ({"xen", "dom0-kernel"?, "dom0-ramdisk"?: path}), the DomUs and the DTB.
 
         Without "dom0-kernel" the plan boots dom0less without a Dom0: then it
@@ -95,6 +95,8 @@ class BootPlan:
         `xen_cmdline` is appended to Xen's (a variant's options); `xen_bootargs`
         replaces the whole of it (ImageBuilder's XEN_CMD).  `static_heap`
         ((address, size) banks) is the only RAM Xen gives guests: no file loads there.
+        `load_window` (start, end) keeps the files inside it (ImageBuilder's MEMORY_START/END);
+        the guests still take the board's RAM.
         """
         unknown = sorted(set(files) - set(ROLES))
         if unknown:
@@ -146,10 +148,18 @@ class BootPlan:
                                      for a, b, why in info.reserved_regions()
                                      if a < mem.end and mem.start < b]
 
+        outside = []  # RAM outside the load window: no file there, but the guests' all the same
+        if load_window is not None:
+            start, end = load_window
+            if not (mem.start <= start < end <= mem.end):
+                raise XenlabError(f"load window {start:#x}-{end:#x} is not inside the board's RAM "
+                                  f"({mem.start:#x}-{mem.end:#x}, key 'memory' of {profile.where})")
+            outside = [Region(a, b, "outside the load window") for a, b in
+                       ((mem.start, start), (end, mem.end)) if a < b]
         busy += _static_banks(profile, busy, domus, info)
         static_heap = tuple((int(a), int(s)) for a, s in static_heap)
         heap = _static_heap_banks(profile, busy, static_heap, info)
-        busy += heap
+        busy += heap + outside  # after the banks and heap, which may lie outside the window
         cpupools = _resolve_cpupools(profile, info, cpupools)
         root_cells = info.cells("/")
 
@@ -187,7 +197,8 @@ class BootPlan:
         busy.append(Region(script_addr, script_addr + SCRIPT_SLOT, "boot script slot"))
         placed = layout(profile, wanted, spans, busy, fixed or {}, script_addr + SCRIPT_SLOT)
         # The files fit; now what Xen must give the guests at boot has to, too.
-        check_memory(profile, info, [r for r in busy if r not in heap], spans["xen"], domus, dom0, heap)
+        check_memory(profile, info, [r for r in busy if r not in heap and r not in outside],
+                     spans["xen"], domus, dom0, heap)
 
         by_role = {}
         for role, path in wanted:
@@ -257,9 +268,10 @@ class BootPlan:
         cmds.append(f"{self.profile.boot_command} {self.placement('xen').addr:#x} - {dtb.addr:#x}")
         return cmds
 
-    def boot_script(self, path: os.PathLike) -> Path:
-        """Write boot.cmd beside `path` and wrap it with mkimage into `path` (boot.scr)."""
-        return write_boot_script(self.profile, self.uboot_commands(), path)
+    def boot_script(self, path: os.PathLike, source: os.PathLike | None = None) -> Path:
+        """Write the commands to `source` (default boot.cmd beside `path`) and wrap them with
+        mkimage into `path` (boot.scr)."""
+        return write_boot_script(self.profile, self.uboot_commands(), path, source)
 
     def offline_dtb(self, out_path: os.PathLike) -> Path:
         """The DTB with the same /chosen edits applied by pyfdt, written to `out_path`."""
@@ -317,10 +329,11 @@ class BootPlan:
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def write_boot_script(profile: BoardProfile, commands: list[str], path: os.PathLike) -> Path:
-    """`commands` as boot.cmd beside `path`, wrapped by mkimage into `path` (boot.scr)."""
+def write_boot_script(profile: BoardProfile, commands: list[str], path: os.PathLike,
+                      source: os.PathLike | None = None) -> Path:
+    """`commands` as `source` (default boot.cmd beside `path`), wrapped by mkimage into `path`."""
     scr = Path(path)
-    cmd = scr.with_suffix(".cmd")
+    cmd = Path(source) if source is not None else scr.with_suffix(".cmd")
     atomic_write(cmd, "\n".join(commands) + "\n")
     mkimage = shutil.which("mkimage")
     if mkimage is None:

@@ -20,18 +20,25 @@ from ..errors import XenlabError
 from .bootplan import BootPlan
 from .chosen import CpupoolSpec, DomUSpec, SharedMem
 from .dtb import DtbInfo
-from .profile import BoardProfile, Dom0, Memory, Region, check_cmdline
+from .profile import BoardProfile, Dom0, check_cmdline
 
 SCALAR_KEYS = {"MEMORY_START", "MEMORY_END", "DEVICE_TREE", "XEN", "XEN_CMD", "DOM0_KERNEL",
-               "DOM0_RAMDISK", "DOM0_CMD", "DOM0_MEM", "NUM_DOMUS", "NUM_CPUPOOLS", "LOAD_CMD",
-               "BOOT_CMD", "UBOOT_SCRIPT", "XEN_STATIC_HEAP"}
+               "DOM0_RAMDISK", "DOM0_CMD", "DOM0_MEM", "DOM0_VCPUS", "NUM_DOMUS", "NUM_CPUPOOLS",
+               "LOAD_CMD", "BOOT_CMD", "UBOOT_SCRIPT", "UBOOT_SOURCE", "XEN_STATIC_HEAP"}
 INDEXED_KEYS = {"DOMU_KERNEL", "DOMU_RAMDISK", "DOMU_CMD", "DOMU_MEM", "DOMU_VCPUS",
-                "DOMU_STATIC_MEM", "DOMU_SHARED_MEM", "CPUPOOL", "DOMU_CPUPOOL"}
-# In ImageBuilder's vocabulary, but not in xenlab's boot plan yet.
-NOT_YET = {"DOMU_DIRECT_MAP": "direct-map off",
+                "DOMU_STATIC_MEM", "DOMU_SHARED_MEM", "CPUPOOL", "DOMU_CPUPOOL", "DOMU_DIRECTMAP",
+                "DOMU_ENHANCED", "DOMU_NOBOOT"}
+# Read by ImageBuilder's uboot-script-gen, but not by xenlab's boot plan yet.
+NOT_YET = {"FIT": "a FIT image", "FIT_ENC_KEY_DIR": "an encrypted FIT", "FIT_ENC_UB_DTB": "an encrypted FIT",
            "DOMU_PASSTHROUGH_DTB": "device passthrough", "DOMU_PASSTHROUGH_PATHS": "device passthrough",
-           "DOMU_NOBOOT": "DomUs not started at boot", "BITSTREAM": "FPGA bitstreams",
-           "DT_OVERLAY": "DT overlays", "DOMU_COLORS": "cache colouring", "XEN_COLORS": "cache colouring"}
+           "BITSTREAM": "FPGA bitstreams", "NUM_DT_OVERLAY": "DT overlays", "DT_OVERLAY": "DT overlays",
+           "DOMU_COLORS": "cache colouring", "XEN_COLORS": "cache colouring",
+           "DOM0_COLORS": "cache colouring", "LINUX": "Linux without Xen", "LINUX_RAMDISK": "Linux without Xen",
+           "LINUX_CMD": "Linux without Xen", "LINUX_ROOTFS": "Linux without Xen",
+           "DOM0_ROOTFS": "a Dom0 root on a disk", "DOMU_ROOTFS": "a DomU root on a disk",
+           "APPEND_EXTRA_CMDS": "extra U-Boot commands", "NUM_BOOT_AUX_FILE": "auxiliary boot files",
+           "BOOT_AUX_FILE": "auxiliary boot files", "DOMU_STATIC_EVTCHNS": "static event channels"}
+YES = {"1", "y", "yes", "true", "enabled"}  # how configs say a DOMU_* flag is on
 _LINE = re.compile(r"^([A-Z][A-Z0-9_]*)(?:\[(\d{1,3})\])?=(.*)$")
 _SHELL = set("$`;|&<>(){}\\")
 MiB = 1 << 20
@@ -65,7 +72,8 @@ def read_config(path: Path) -> ImageBuilderConfig:
                               "(the file is read as data, never run as a shell script)", where=where)
         key, index, value = m.group(1), m.group(2), m.group(3)
         if key in NOT_YET:
-            raise XenlabError(f"line {n}: key {key} ({NOT_YET[key]}) is not supported yet", where=where)
+            raise XenlabError(f"line {n}: key {key} ({NOT_YET[key]}) is not supported by xenlab yet",
+                              where=where)
         known = INDEXED_KEYS if index is not None else SCALAR_KEYS
         if key not in known:
             hint = " (it takes an index: KEY[n]=)" if key in INDEXED_KEYS else \
@@ -157,12 +165,16 @@ def _numbers(cfg, key, count: int) -> list[int]:
 
 def plan_from(cfg: ImageBuilderConfig, profile: BoardProfile) -> BootPlan:
     """The BootPlan the config describes, on `profile`'s board (its U-Boot, reserved RAM, console)."""
+    # MEMORY_START/END is where the files load (Xen CI gives a 2 GiB machine 256 MiB of it); the
+    # board's RAM, from its profile and DTB, is what the guests take.
     start, end = _int(cfg, "MEMORY_START", profile.memory.start), _int(cfg, "MEMORY_END", profile.memory.end)
     if end <= start:
         raise _fail(cfg, "MEMORY_END", f"{end:#x} is not above MEMORY_START {start:#x}")
-    reserved = tuple(r for r in profile.memory.reserved if start <= r.start and r.end <= end) + \
-        tuple(Region(max(r.start, start), min(r.end, end), r.why) for r in profile.memory.reserved
-              if r.start < start < r.end or r.start < end < r.end)
+    mem = profile.memory
+    if not (mem.start <= start and end <= mem.end):
+        raise _fail(cfg, "MEMORY_START" if start < mem.start else "MEMORY_END",
+                    f"the window {start:#x}-{end:#x} is not inside board {profile.name}'s RAM "
+                    f"({mem.start:#x}-{mem.end:#x})")
     for key, want in (("LOAD_CMD", profile.load_command), ("BOOT_CMD", profile.boot_command)):
         if cfg.get(key) and cfg.get(key) != want:
             raise _fail(cfg, key, f"{cfg.get(key)!r}, but board {profile.name} uses {want!r} (key "
@@ -172,8 +184,9 @@ def plan_from(cfg: ImageBuilderConfig, profile: BoardProfile) -> BootPlan:
         if why:
             raise _fail(cfg, key, f"{cfg.get(key)!r} {why}")
     dom0 = Dom0(cfg.get("DOM0_CMD", profile.dom0.cmdline),
-                _int(cfg, "DOM0_MEM", profile.dom0.memory_mb, minimum=1), profile.dom0.vcpus)
-    board = attr.evolve(profile, memory=Memory(start, end, reserved), dom0=dom0)
+                _int(cfg, "DOM0_MEM", profile.dom0.memory_mb, minimum=1),
+                _int(cfg, "DOM0_VCPUS", profile.dom0.vcpus, minimum=1))
+    board = attr.evolve(profile, dom0=dom0)
     files = {"xen": _file(cfg, "XEN")}
     if cfg.get("DOM0_KERNEL"):
         files["dom0-kernel"] = _file(cfg, "DOM0_KERNEL")
@@ -197,6 +210,8 @@ def plan_from(cfg: ImageBuilderConfig, profile: BoardProfile) -> BootPlan:
 
     domus = []
     for i in range(_int(cfg, "NUM_DOMUS", 0)):
+        if _flag(cfg, ("DOMU_NOBOOT", i)):  # ImageBuilder writes no node for it: Xen never sees it
+            continue
         banks = _numbers(cfg, ("DOMU_STATIC_MEM", i), 2) if cfg.get(("DOMU_STATIC_MEM", i)) else []
         static = tuple(zip(banks[0::2], banks[1::2]))
         shm = ()
@@ -219,14 +234,30 @@ def plan_from(cfg: ImageBuilderConfig, profile: BoardProfile) -> BootPlan:
             f"domU{i}", _file(cfg, ("DOMU_KERNEL", i)), _file(cfg, ("DOMU_RAMDISK", i), required=False),
             memory_mb * 1024, _int(cfg, ("DOMU_VCPUS", i), 1, minimum=1), True, cmdline,
             # ImageBuilder's defaults: xenstore when there is a Dom0, direct-map with static memory
-            enhanced="dom0-kernel" in files and not static, static_mem=static, direct_map=bool(static),
+            enhanced=_flag(cfg, ("DOMU_ENHANCED", i), "dom0-kernel" in files and not static),
+            static_mem=static, direct_map=_flag(cfg, ("DOMU_DIRECTMAP", i), bool(static)),
             shared_mem=shm, cpupool=None if pool is None else _int(cfg, ("DOMU_CPUPOOL", i)) + 1))
     heap = _numbers(cfg, "XEN_STATIC_HEAP", 2) if cfg.get("XEN_STATIC_HEAP") else []
     try:
         return BootPlan.build(board, files, dtb, domus=domus, cpupools=pools,
-                              xen_bootargs=cfg.get("XEN_CMD"), static_heap=tuple(zip(heap[0::2], heap[1::2])))
+                              xen_bootargs=cfg.get("XEN_CMD"), static_heap=tuple(zip(heap[0::2], heap[1::2])),
+                              load_window=(start, end))
     except XenlabError as exc:
         raise XenlabError(f"{exc}", where=str(cfg.path)) from None
+
+
+def _flag(cfg, key, default: bool = False) -> bool:
+    value = cfg.get(key)
+    if value is None or value == "":
+        return default
+    if value.lower() in YES or value.lower() in ("0", "n", "no", "false", "disabled"):
+        return value.lower() in YES
+    raise _fail(cfg, key, f"{value!r} is not a yes or no (1/0, y/n, true/false)")
+
+
+def source_name(cfg: ImageBuilderConfig) -> str | None:
+    """UBOOT_SOURCE: the name uboot-script-gen gives the script's text, beside UBOOT_SCRIPT."""
+    return cfg.get("UBOOT_SOURCE") or None
 
 
 def script_name(cfg: ImageBuilderConfig) -> str | None:
