@@ -236,3 +236,64 @@ def test_a_window_outside_the_boards_ram_is_one_line(config):
         plan_from(read_config(config), load_profile("qemu-virt-arm64"))
     assert "MEMORY_END: the window 0x40000000-0x100000000 is not inside board qemu-virt-arm64's RAM " \
            "(0x40000000-0xc0000000)" in str(err.value)
+
+
+# --------------------------------------------------------------------------- booted
+
+@pytest.fixture(scope="module")
+def xen_ci_binaries(tmp_path_factory) -> Path:
+    """Xen CI's binaries/ directory, from the bundled arm64 set: its config, unchanged."""
+    import shutil
+
+    from xenlab.images.imageset import build_image_set
+
+    images = build_image_set("arm64")
+    d = tmp_path_factory.mktemp("binaries")
+    for role, name in (("xen", "xen"), ("dom0-kernel", "Image"), ("dom0-rootfs.cpio.gz", "dom0-rootfs.cpio.gz"),
+                       ("domU-rootfs.cpio.gz", "initrd")):
+        shutil.copyfile(images.path(role), d / name)
+    shutil.copyfile(resolve_dtb(load_profile("qemu-virt-arm64")), d / "virt.dtb")
+    (d / "config").write_text(XEN_CI_CONFIG)
+    return d
+
+
+def _boot(config: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "--lg-env", str(REPO / "farm.yaml"),
+                           str(REPO / "testcases"), "--xenlab-target", "qemu-arm64",
+                           "--xenlab-imagebuilder", str(config), "--xenlab-results", str(results),
+                           "-p", "no:cacheprovider", "-q", *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+def test_xen_cis_own_config_boots_the_dom0less_steps_it_describes(xen_ci_binaries, tmp_path):
+    import hashlib
+    import json
+
+    proc = _boot(xen_ci_binaries / "config", tmp_path)
+    (run_json,) = tmp_path.glob("qemu-arm64/*/run.json")
+    record = json.loads(run_json.read_text())
+    assert record["verdict"] == "PASS", proc.stdout[-3000:]
+    # A Dom0 and one xen,enhanced DomU on Xen's UART: every dom0less step that applies.
+    assert [(s["name"], s["status"]) for s in record["steps"]] == [
+        (name, "PASS") for name in ("xen_creates_every_domu", "every_domu_boots_to_its_init",
+                                    "dom0_boots_beside_the_domus", "init_dom0less_gives_the_domus_xenstore",
+                                    "domu_console_is_reached", "domus_are_destroyed")]
+    config = xen_ci_binaries / "config"
+    assert record["info"]["imagebuilder"] == {"config": str(config.resolve()),
+                                              "sha256": hashlib.sha256(config.read_bytes()).hexdigest()}
+    console = next(tmp_path.glob("qemu-arm64/*/console.log")).read_text()
+    assert "dom0_mem=512M console_timestamps=boot" in console  # XEN_CMD, as the config has it
+
+
+@pytest.mark.parametrize("extra,expect", [
+    (["--xenlab-variant", "dom0less"], "names its own domains: drop --xenlab-variant"),
+    (["--xenlab-target", "qemu-arm32"], "boots one board: give one --xenlab-target"),
+])
+def test_an_imagebuilder_run_that_cannot_be_is_one_line(xen_ci_binaries, tmp_path, extra, expect):
+    proc = _boot(xen_ci_binaries / "config", tmp_path, *extra)
+    assert proc.returncode == 2 and "xenlab: error: --xenlab-imagebuilder: " in proc.stderr, proc.stderr
+    assert expect in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+    fit = tmp_path / "fit.config"
+    fit.write_text(XEN_CI_CONFIG + "FIT=y\n")
+    proc = _boot(fit, tmp_path)
+    assert proc.returncode == 2 and "key FIT (a FIT image) is not supported by xenlab yet" in proc.stderr

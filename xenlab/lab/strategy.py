@@ -130,7 +130,7 @@ class XenStrategy(Strategy):
                 variant=os.environ.get("XENLAB_VARIANT") or self.variant or self.option("xenlab_variant") or None,
                 dtb_fixups=delivery.target_fixups(self.target.name, self.dtb_fixups),
                 xen_cmdline=delivery.target_xen_cmdline(self.target.name, self.xen_cmdline),
-                timeout_scale=self.timeout_scale)
+                timeout_scale=self.timeout_scale, imagebuilder=os.environ.get("XENLAB_IMAGEBUILDER") or None)
             if self.uboot is not None and self.uboot.prompt != prepared.profile.uboot.prompt:
                 raise XenlabError(f"target {self.target.name}: UBootDriver prompt "
                                   f"{self.uboot.prompt!r} differs from the profile's uboot.prompt "

@@ -21,6 +21,7 @@ from .bootplan import BootPlan
 from .chosen import CpupoolSpec, DomUSpec, SharedMem
 from .dtb import DtbInfo
 from .profile import BoardProfile, Dom0, check_cmdline
+from .variant import DomainSpec, Variant
 
 SCALAR_KEYS = {"MEMORY_START", "MEMORY_END", "DEVICE_TREE", "XEN", "XEN_CMD", "DOM0_KERNEL",
                "DOM0_RAMDISK", "DOM0_CMD", "DOM0_MEM", "DOM0_VCPUS", "NUM_DOMUS", "NUM_CPUPOOLS",
@@ -38,7 +39,8 @@ NOT_YET = {"FIT": "a FIT image", "FIT_ENC_KEY_DIR": "an encrypted FIT", "FIT_ENC
            "DOM0_ROOTFS": "a Dom0 root on a disk", "DOMU_ROOTFS": "a DomU root on a disk",
            "APPEND_EXTRA_CMDS": "extra U-Boot commands", "NUM_BOOT_AUX_FILE": "auxiliary boot files",
            "BOOT_AUX_FILE": "auxiliary boot files", "DOMU_STATIC_EVTCHNS": "static event channels"}
-YES = {"1", "y", "yes", "true", "enabled"}  # how configs say a DOMU_* flag is on
+YES = {"1", "y", "yes", "true", "enabled"}
+IMAGEBUILDER_FILE = "(config)"  # a domain's file, as the config names it (not an image-set role)  # how configs say a DOMU_* flag is on
 _LINE = re.compile(r"^([A-Z][A-Z0-9_]*)(?:\[(\d{1,3})\])?=(.*)$")
 _SHELL = set("$`;|&<>(){}\\")
 MiB = 1 << 20
@@ -262,3 +264,27 @@ def source_name(cfg: ImageBuilderConfig) -> str | None:
 
 def script_name(cfg: ImageBuilderConfig) -> str | None:
     return cfg.get("UBOOT_SCRIPT") or None
+
+
+def variant_of(cfg: ImageBuilderConfig, board: str) -> Variant:
+    """What the smoke test needs to know of the config's boot (its domains, a Dom0 or not),
+    as a board variant: the dom0less steps that apply to it run (--xenlab-imagebuilder)."""
+    domains = []
+    dom0 = bool(cfg.get("DOM0_KERNEL"))
+    for i in range(_int(cfg, "NUM_DOMUS", 0)):
+        if _flag(cfg, ("DOMU_NOBOOT", i)):
+            continue
+        banks = _numbers(cfg, ("DOMU_STATIC_MEM", i), 2) if cfg.get(("DOMU_STATIC_MEM", i)) else []
+        static = tuple(zip(banks[0::2], banks[1::2]))
+        pool = cfg.get(("DOMU_CPUPOOL", i))
+        domains.append(DomainSpec(
+            f"domU{i}", IMAGEBUILDER_FILE, IMAGEBUILDER_FILE if cfg.get(("DOMU_RAMDISK", i)) else None,
+            _int(cfg, ("DOMU_MEM", i), sum(s for _, s in static) // MiB or 512, minimum=1),
+            _int(cfg, ("DOMU_VCPUS", i), 1, minimum=1), cfg.get(("DOMU_CMD", i), "console=ttyAMA0"),
+            True, _flag(cfg, ("DOMU_ENHANCED", i), dom0 and not static), static,
+            _flag(cfg, ("DOMU_DIRECTMAP", i), bool(static)), (),
+            None if pool is None else _int(cfg, ("DOMU_CPUPOOL", i)) + 1, ()))
+    if not domains and not dom0:
+        raise _fail(cfg, "NUM_DOMUS", "no Dom0 and no DomU: nothing to boot")
+    return Variant("imagebuilder", cfg.path.resolve(), f"ImageBuilder config {cfg.path.name}",
+                   (board,), (), "", dom0, tuple(domains), (), ())

@@ -15,6 +15,7 @@ from ..errors import XenlabError
 from ..images.imageset import ImageSet, build_image_set
 from .bootplan import BootPlan
 from .dtb import resolve_dtb
+from .imagebuilder import plan_from, read_config, variant_of
 from .profile import BoardProfile, Fixup, load_profile
 from .variant import Variant, load_variant
 
@@ -68,18 +69,26 @@ def image_set_for(profile: BoardProfile, image_set: ImageSet | Path | str | None
 def prepare(profile: BoardProfile | str, image_set: ImageSet | Path | str | None = None,
             log=lambda msg: None, variant: Variant | str | None = None,
             dtb_fixups: tuple[Fixup, ...] = (), xen_cmdline: str = "",
-            timeout_scale: float = 1.0) -> PreparedBoard:
+            timeout_scale: float = 1.0, imagebuilder: str | None = None) -> PreparedBoard:
     """Load the profile (and variant), open (or build) the image set, resolve the DTB, plan.
 
     `dtb_fixups` come after the profile's own, `xen_cmdline` after Xen's options, and
     `timeout_scale` multiplies its stage timeouts: a farm target's, where the board it
-    reaches differs from the profile's (an emulator's layout and speed)."""
+    reaches differs from the profile's (an emulator's layout and speed).  With `imagebuilder`,
+    the config names the files, domains and DTB (ImageBuilder's MEMORY_START/END, XEN_CMD ...)."""
     if not isinstance(profile, BoardProfile):
         profile = load_profile(profile)
     if dtb_fixups:
         profile = attr.evolve(profile, dtb_fixups=profile.dtb_fixups + tuple(dtb_fixups))
     if timeout_scale != 1.0:
         profile = attr.evolve(profile, timeout_multiplier=profile.timeout_multiplier * timeout_scale)
+    if imagebuilder is not None:
+        if variant is not None:
+            raise XenlabError("an ImageBuilder config names its own domains: drop the variant")
+        config = read_config(Path(imagebuilder))
+        plan = plan_from(config, profile)
+        return PreparedBoard(profile, image_set_for(profile, image_set, log), plan.placement("dtb").path,
+                             plan, variant_of(config, profile.name))
     if variant is not None and not isinstance(variant, Variant):
         variant = load_variant(variant)
     if variant is not None:

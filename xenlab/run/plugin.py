@@ -29,7 +29,7 @@ from .farmfile import Farm, load_farm, read_config
 from .junit import format_run
 from .placeguard import check_place, hold_place, name_holder, place_lost
 from . import variantplugin
-from .variantplugin import step_of as step_name, target_names, variant_of
+from .variantplugin import imagebuilder_facts, step_of as step_name, target_names, variant_of
 from .known_issues import RunContext, failure_text, load_known_issues, match as match_known_issue
 from .record import RunRecord, default_results_dir
 from .teardown import blame_natively, close_board, interrupt_reason, interrupted_line
@@ -236,7 +236,7 @@ def board(request):
 def run_info(variant) -> dict | None:
     """The record's first facts: the variant, and what the caller tags the run with
     (XENLAB_RUN_INFO, a JSON object: a bisection's id, commit and probe)."""
-    info = {"variant": variant.name} if variant else {}
+    info = {"variant": variant.name, **imagebuilder_facts()} if variant else {}
     tags = os.environ.get("XENLAB_RUN_INFO")
     if tags:
         try:

@@ -10,12 +10,15 @@ XenStrategy through XENLAB_VARIANT, as the image set does through XENLAB_IMAGE_S
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
 from ..errors import XenlabError
+from ..plan import imagebuilder
 from ..plan.variant import Variant, load_variant
 
 _VARIANT_KEY = pytest.StashKey["Variant | None"]()
@@ -27,6 +30,10 @@ def pytest_addoption(parser):
         "--xenlab-variant", default=os.environ.get("XENLAB_VARIANT") or None,
         help="board variant (boards/variants/NAME.yaml: dom0less, without-dom0, staticmem ...); "
              "default: the dom0 smoke test")
+    group.addoption(
+        "--xenlab-imagebuilder", default=os.environ.get("XENLAB_IMAGEBUILDER") or None, metavar="CONFIG",
+        help="boot what an ImageBuilder config describes (its files, domains and DTB) and run the "
+             "dom0less steps that apply to it")
     group.addoption(
         "--xenlab-until", default=os.environ.get("XENLAB_UNTIL") or None, metavar="STEP",
         help="run the steps up to and including STEP (e.g. xen_boots), as a bisection probe does")
@@ -43,6 +50,19 @@ def pytest_configure(config):
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
     name = config.getoption("--xenlab-variant", None)
+    ib = config.getoption("--xenlab-imagebuilder", None)
+    if ib:
+        try:
+            if name:
+                raise XenlabError("an ImageBuilder config names its own domains: drop --xenlab-variant")
+            if len(config.getoption("--xenlab-target", None) or []) != 1:
+                raise XenlabError("an ImageBuilder config boots one board: give one --xenlab-target")
+            config.stash[_VARIANT_KEY] = imagebuilder.variant_of(imagebuilder.read_config(Path(ib)), "")
+        except XenlabError as exc:
+            print(f"xenlab: error: --xenlab-imagebuilder: {exc}", file=sys.stderr)
+            return 2
+        os.environ["XENLAB_IMAGEBUILDER"] = str(Path(ib).resolve())  # the XenStrategy's
+        return None
     if not name:
         config.stash[_VARIANT_KEY] = None
         return None
@@ -97,6 +117,14 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+def imagebuilder_facts() -> dict:
+    """For the record: the ImageBuilder config that booted, by path and sha256."""
+    path = os.environ.get("XENLAB_IMAGEBUILDER")
+    if not path:
+        return {}
+    return {"imagebuilder": {"config": path, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}}
+
+
 def step_of(item) -> str:
     """A test's step name, as run records name it: the test function without 'test_'."""
     name = getattr(item, "originalname", None) or item.name
@@ -104,8 +132,12 @@ def step_of(item) -> str:
 
 
 def target_names(config, farm, given: list[str]) -> list[str]:
-    """The targets this run boots: those named, else those the variant is for."""
+    """The targets this run boots: those named, else those the variant is for (an ImageBuilder
+    config's: the targets named, whatever their board)."""
+    variant = variant_of(config)
+    if variant is not None and config.getoption("--xenlab-imagebuilder", None):
+        variant = None
     try:
-        return [t.name for t in farm.select(given, variant_of(config))]
+        return [t.name for t in farm.select(given, variant)]
     except XenlabError as exc:
         raise pytest.UsageError(f"xenlab: {exc}") from None
