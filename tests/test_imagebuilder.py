@@ -113,7 +113,8 @@ def test_the_cli_prints_the_plan_and_writes_uboot_script(config):
     ("XEN=xen; touch pwned", "has ';'"),
     ("DOM0_CMD=console=hvc0 rdinit=/init", "is several words: quote it"),
     ("source other.cfg", "line 29: 'source other.cfg' is not KEY=value"),
-    ("NUM_DOMUS=3", "line 29: NUM_DOMUS is set again (first on line 16)"),
+    # Set again, the later value holds, as in the shell (Xen CI appends NUM_DOMUS=2 so):
+    ("NUM_DOMUS=3", "DOMU_KERNEL[2]: missing"),
 ])
 def test_bad_lines_are_refused_by_name_and_line(config, line, expect):
     config.write_text(config.read_text() + line + "\n")
@@ -297,3 +298,109 @@ def test_an_imagebuilder_run_that_cannot_be_is_one_line(xen_ci_binaries, tmp_pat
     fit.write_text(XEN_CI_CONFIG + "FIT=y\n")
     proc = _boot(fit, tmp_path)
     assert proc.returncode == 2 and "key FIT (a FIT image) is not supported by xenlab yet" in proc.stderr
+
+
+# --------------------------------------------------------------------------- every Xen CI config
+
+XEN_CI_ARM32_CONFIG = """\
+MEMORY_START="0x40000000"
+MEMORY_END="0xC0000000"
+
+DEVICE_TREE="virt.dtb"
+XEN="xen"
+XEN_CMD="console=dtuart dom0_mem=512M bootscrub=0 console_timestamps=boot"
+
+DOM0_KERNEL="vmlinuz"
+DOM0_RAMDISK="initrd.gz"
+DOM0_CMD="console=hvc0 earlyprintk clk_ignore_unused root=/dev/ram0 rdinit=/bin/sh"
+
+DOMU_KERNEL[0]="vmlinuz"
+DOMU_RAMDISK[0]="initrd.gz"
+DOMU_MEM[0]="512"
+NUM_DOMUS=1
+
+LOAD_CMD="tftpb"
+BOOT_CMD="bootz"
+UBOOT_SOURCE="boot.source"
+UBOOT_SCRIPT="boot.scr"
+"""
+# What xen.git's automation/scripts/qemu-smoke-dom0less-arm{64,32}.sh do to their config per
+# variant (c447b7308b13): text appended, or a sed of theirs as (old line prefix, new line).
+XEN_CI_VARIANTS = {
+    ("arm64", ""): (), ("arm64", "earlyprintk"): (),
+    ("arm64", "static-mem"): ('\nDOMU_STATIC_MEM[0]="0x50000000 0x10000000"\n',),
+    ("arm64", "static-shared-mem"): ('\nNUM_DOMUS=2\n'
+                                     'DOMU_SHARED_MEM[0]="my-shared-mem-0 0x50000000 0x4000000 0x10000000"\n'
+                                     'DOMU_SHARED_MEM[1]="my-shared-mem-0 0x50000000 0x4000000 0x10000000"\n',),
+    ("arm64", "static-heap"): ('\nXEN_STATIC_HEAP="0x50000000 0x30000000"\n'
+                               '# The size of static heap should be greater than the guest memory\n'
+                               'DOMU_MEM[0]="128"\n',),
+    ("arm64", "boot-cpupools"): ('\nCPUPOOL[0]="cpu@1 null"\nDOMU_CPUPOOL[0]=0\nNUM_CPUPOOLS=1\n',),
+    ("arm32", ""): (),
+    ("arm32", "static-mem"): ('\nDOMU_STATIC_MEM[0]="0x50000000 0x20000000"\n',),
+    ("arm32", "gzip"): (("DOMU_KERNEL[0]=", 'DOMU_KERNEL[0]="vmlinuz.gz"'),),
+    ("arm32", "without-dom0"): (("DOM0", None),),
+}
+
+
+@pytest.fixture(scope="module")
+def ci_files(tmp_path_factory) -> dict[str, Path]:
+    """binaries/ for each arch, from the bundled sets, under the names the scripts give them."""
+    import gzip
+    import shutil
+
+    from xenlab.images.imageset import build_image_set
+
+    out = {}
+    for arch, board, names in (("arm64", "qemu-virt-arm64", {"xen": "xen", "dom0-kernel": "Image",
+                                                               "dom0-rootfs.cpio.gz": "dom0-rootfs.cpio.gz",
+                                                               "domU-rootfs.cpio.gz": "initrd"}),
+                               ("arm32", "qemu-virt-arm32", {"xen": "xen", "dom0-kernel": "vmlinuz",
+                                                             "dom0-rootfs.cpio.gz": "initrd.gz"})):
+        images = build_image_set(arch)
+        d = tmp_path_factory.mktemp(arch)
+        for role, name in names.items():
+            shutil.copyfile(images.path(role), d / name)
+        shutil.copyfile(resolve_dtb(load_profile(board)), d / "virt.dtb")
+        if arch == "arm32":
+            (d / "vmlinuz.gz").write_bytes(gzip.compress((d / "vmlinuz").read_bytes()))
+        out[arch] = d
+    return out
+
+
+@pytest.mark.parametrize("arch,variant", list(XEN_CI_VARIANTS), ids=lambda v: v or "dom0less")
+def test_every_xen_ci_qemu_arm_config_plans(ci_files, arch, variant):
+    text = XEN_CI_CONFIG if arch == "arm64" else XEN_CI_ARM32_CONFIG
+    for change in XEN_CI_VARIANTS[(arch, variant)]:
+        if isinstance(change, str):
+            text += change
+        else:  # sed: replace (or, with None, delete) the lines starting with it
+            old, new = change
+            text = "".join(("" if new is None else new + "\n") if line.startswith(old) else line + "\n"
+                           for line in text.splitlines())
+    config = ci_files[arch] / f"config-{variant or 'dom0less'}"
+    config.write_text(text)
+    board = "qemu-virt-arm64-smp4" if variant == "boot-cpupools" else f"qemu-virt-{arch}"
+    plan = plan_from(read_config(config), load_profile(board))
+    start, end = (0x40000000, 0x50000000) if arch == "arm64" else (0x40000000, 0xC0000000)
+    assert all(start <= p.addr and p.end <= end for p in plan.placements)
+    assert plan.has_dom0 == (variant != "without-dom0")
+    domus = {e.node: {} for e in plan.edits if e.node.startswith("/chosen/domU") and e.prop is None
+             and e.node.count("/") == 2}
+    for e in plan.edits:
+        if e.node in domus and e.prop:
+            domus[e.node][e.prop] = e.value
+    assert sorted(domus) == (["/chosen/domU0", "/chosen/domU1"] if variant == "static-shared-mem"
+                             else ["/chosen/domU0"])
+    domu0 = domus["/chosen/domU0"]
+    if variant == "static-mem":
+        size = 0x10000000 if arch == "arm64" else 0x20000000
+        assert domu0["xen,static-mem"] == (0, 0x50000000, 0, size)
+    if variant == "static-heap":
+        chosen = {e.prop: e.value for e in plan.edits if e.node == "/chosen" and e.prop}
+        assert chosen["xen,static-heap"] == (0, 0x50000000, 0, 0x30000000)
+    if variant == "boot-cpupools":
+        assert domu0["domain-cpupool"] == (plan.cpupools[0].phandle,)
+    if variant == "gzip":
+        kernel = next(p for p in plan.placements if p.role.startswith("domu:domU0:kernel"))
+        assert kernel.filename == "vmlinuz.gz"

@@ -94,9 +94,8 @@ def read_config(path: Path) -> ImageBuilderConfig:
             raise XenlabError(f"line {n}: {key} value {value[:60]!r} is several words: quote it",
                               where=where)
         k = (key, int(index)) if index is not None else key
-        if k in values:
-            raise XenlabError(f"line {n}: {key}{'[' + index + ']' if index else ''} is set again "
-                              f"(first on line {lines[k]})", where=where)
+        # Set again, the later value holds, as in the shell that sources it: Xen CI's scripts
+        # append a variant's NUM_DOMUS=2 or DOMU_MEM[0]="128" after the base config.
         values[k], lines[k] = (words[0] if words else ""), n
     return ImageBuilderConfig(Path(path), values, lines)
 
