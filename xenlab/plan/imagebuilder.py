@@ -210,11 +210,7 @@ def plan_from(cfg: ImageBuilderConfig, profile: BoardProfile) -> BootPlan:
         pools.append(CpupoolSpec(i + 1, tuple(cpus), words[1] if len(words) > 1 else ""))
 
     domus = []
-    for i in range(_int(cfg, "NUM_DOMUS", 0)):
-        if _flag(cfg, ("DOMU_NOBOOT", i)):  # ImageBuilder writes no node for it: Xen never sees it
-            continue
-        banks = _numbers(cfg, ("DOMU_STATIC_MEM", i), 2) if cfg.get(("DOMU_STATIC_MEM", i)) else []
-        static = tuple(zip(banks[0::2], banks[1::2]))
+    for i, d in _domus(cfg, "dom0-kernel" in files):
         shm = ()
         if cfg.get(("DOMU_SHARED_MEM", i)):
             words = cfg.get(("DOMU_SHARED_MEM", i)).split()
@@ -225,19 +221,10 @@ def plan_from(cfg: ImageBuilderConfig, profile: BoardProfile) -> BootPlan:
             except ValueError:
                 raise _fail(cfg, ("DOMU_SHARED_MEM", i), f"{' '.join(words)!r}: not numbers") from None
             shm = (SharedMem(words[0], host, guest, size, "owner" if i == 0 else "borrower"),)
-        memory_mb = _int(cfg, ("DOMU_MEM", i), sum(s for _, s in static) // MiB or 512, minimum=1)
-        pool = cfg.get(("DOMU_CPUPOOL", i))
-        cmdline = cfg.get(("DOMU_CMD", i), "console=ttyAMA0")
-        why = check_cmdline(cmdline)
-        if why:
-            raise _fail(cfg, ("DOMU_CMD", i), f"{cmdline!r} {why}")
         domus.append(DomUSpec(
             f"domU{i}", _file(cfg, ("DOMU_KERNEL", i)), _file(cfg, ("DOMU_RAMDISK", i), required=False),
-            memory_mb * 1024, _int(cfg, ("DOMU_VCPUS", i), 1, minimum=1), True, cmdline,
-            # ImageBuilder's defaults: xenstore when there is a Dom0, direct-map with static memory
-            enhanced=_flag(cfg, ("DOMU_ENHANCED", i), "dom0-kernel" in files and not static),
-            static_mem=static, direct_map=_flag(cfg, ("DOMU_DIRECTMAP", i), bool(static)),
-            shared_mem=shm, cpupool=None if pool is None else _int(cfg, ("DOMU_CPUPOOL", i)) + 1))
+            d["memory_mb"] * 1024, d["vcpus"], True, d["cmdline"], enhanced=d["enhanced"],
+            static_mem=d["static"], direct_map=d["direct_map"], shared_mem=shm, cpupool=d["cpupool"]))
     heap = _numbers(cfg, "XEN_STATIC_HEAP", 2) if cfg.get("XEN_STATIC_HEAP") else []
     try:
         return BootPlan.build(board, files, dtb, domus=domus, cpupools=pools,
@@ -245,6 +232,28 @@ def plan_from(cfg: ImageBuilderConfig, profile: BoardProfile) -> BootPlan:
                               load_window=(start, end))
     except XenlabError as exc:
         raise XenlabError(f"{exc}", where=str(cfg.path)) from None
+
+
+def _domus(cfg, dom0: bool):
+    """(index, settings) of each DomU the config boots, with ImageBuilder's defaults: the
+    plan and the run's variant read them from here."""
+    for i in range(_int(cfg, "NUM_DOMUS", 0)):
+        if _flag(cfg, ("DOMU_NOBOOT", i)):  # ImageBuilder writes no node for it: Xen never sees it
+            continue
+        banks = _numbers(cfg, ("DOMU_STATIC_MEM", i), 2) if cfg.get(("DOMU_STATIC_MEM", i)) else []
+        static = tuple(zip(banks[0::2], banks[1::2]))
+        cmdline = cfg.get(("DOMU_CMD", i), "console=ttyAMA0")
+        why = check_cmdline(cmdline)
+        if why:
+            raise _fail(cfg, ("DOMU_CMD", i), f"{cmdline!r} {why}")
+        pool = cfg.get(("DOMU_CPUPOOL", i))
+        yield i, {"static": static, "cmdline": cmdline,
+                  "memory_mb": _int(cfg, ("DOMU_MEM", i), sum(s for _, s in static) // MiB or 512, minimum=1),
+                  "vcpus": _int(cfg, ("DOMU_VCPUS", i), 1, minimum=1),
+                  # xenstore when there is a Dom0, direct-map with static memory
+                  "enhanced": _flag(cfg, ("DOMU_ENHANCED", i), dom0 and not static),
+                  "direct_map": _flag(cfg, ("DOMU_DIRECTMAP", i), bool(static)),
+                  "cpupool": None if pool is None else _int(cfg, ("DOMU_CPUPOOL", i)) + 1}
 
 
 def _flag(cfg, key, default: bool = False) -> bool:
@@ -268,21 +277,11 @@ def script_name(cfg: ImageBuilderConfig) -> str | None:
 def variant_of(cfg: ImageBuilderConfig, board: str) -> Variant:
     """What the smoke test needs to know of the config's boot (its domains, a Dom0 or not),
     as a board variant: the dom0less steps that apply to it run (--xenlab-imagebuilder)."""
-    domains = []
     dom0 = bool(cfg.get("DOM0_KERNEL"))
-    for i in range(_int(cfg, "NUM_DOMUS", 0)):
-        if _flag(cfg, ("DOMU_NOBOOT", i)):
-            continue
-        banks = _numbers(cfg, ("DOMU_STATIC_MEM", i), 2) if cfg.get(("DOMU_STATIC_MEM", i)) else []
-        static = tuple(zip(banks[0::2], banks[1::2]))
-        pool = cfg.get(("DOMU_CPUPOOL", i))
-        domains.append(DomainSpec(
-            f"domU{i}", IMAGEBUILDER_FILE, IMAGEBUILDER_FILE if cfg.get(("DOMU_RAMDISK", i)) else None,
-            _int(cfg, ("DOMU_MEM", i), sum(s for _, s in static) // MiB or 512, minimum=1),
-            _int(cfg, ("DOMU_VCPUS", i), 1, minimum=1), cfg.get(("DOMU_CMD", i), "console=ttyAMA0"),
-            True, _flag(cfg, ("DOMU_ENHANCED", i), dom0 and not static), static,
-            _flag(cfg, ("DOMU_DIRECTMAP", i), bool(static)), (),
-            None if pool is None else _int(cfg, ("DOMU_CPUPOOL", i)) + 1, ()))
+    domains = [DomainSpec(f"domU{i}", IMAGEBUILDER_FILE,
+                          IMAGEBUILDER_FILE if cfg.get(("DOMU_RAMDISK", i)) else None, d["memory_mb"],
+                          d["vcpus"], d["cmdline"], True, d["enhanced"], d["static"], d["direct_map"], (),
+                          d["cpupool"], ()) for i, d in _domus(cfg, dom0)]
     if not domains and not dom0:
         raise _fail(cfg, "NUM_DOMUS", "no Dom0 and no DomU: nothing to boot")
     return Variant("imagebuilder", cfg.path.resolve(), f"ImageBuilder config {cfg.path.name}",
