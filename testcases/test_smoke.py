@@ -22,7 +22,9 @@ def test_uboot(board):
     if strategy.uboot is None:
         pytest.skip("no U-Boot on this target: QEMU's loader placed the files, standing in "
                     "for firmware it cannot run")
-    replies = {cmd.split()[-1]: "\n".join(out) for cmd, out in strategy.uboot_replies
+    # By load name: over TFTP each run loads from a directory of its own (RUN-ID/xen).
+    replies = {cmd.split()[-1].rpartition("/")[2]: "\n".join(out)
+               for cmd, out in strategy.uboot_replies
                if cmd.startswith(strategy.profile.load_command + " ")}
     for placed in strategy.plan.placements:
         assert placed.filename in replies, f"{placed.filename} was never loaded"

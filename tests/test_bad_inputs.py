@@ -607,3 +607,16 @@ def test_doctor_all_reports_every_profile_even_after_an_invalid_one(capsys, env,
     out = capsys.readouterr().out
     assert "== aaa-broken: invalid profile" in out and "== zzz-good" in out
 
+
+
+CASES = 196  # the README says so: this test keeps the figure true
+
+
+def test_the_suite_has_the_cases_the_readme_counts():
+    """Issue 27: the bad-input suite's size is asserted, not claimed in prose."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                           "-p", "no:cacheprovider", __file__], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    cases = [l for l in proc.stdout.splitlines() if l.startswith("tests/test_bad_inputs.py::")]
+    assert len(cases) == CASES, (len(cases), proc.stdout[-500:])
+    assert f"{CASES} cases, a\n  number its last test asserts" in (REPO / "README.md").read_text()

@@ -79,7 +79,8 @@ def test_smoke_passes_on_the_bench_board(smoke_run, bench):
     # U-Boot fetched from our atftpd, not from QEMU's built-in server.
     assert f"TFTP from server {bench.addr}" in console
     served = (bench.dir / "atftpd.log").read_text()
-    assert re.search(r"Serving xen to 127\.0\.0\.1", served), served[-2000:]
+    # ... from the run's own directory of its root (issue 28: runs never share files)
+    assert re.search(rf"Serving {run_dir.name}/xen to 127\.0\.0\.1", served), served[-2000:]
     # The console went through ser2net: its own trace of the UART has the console's
     # connection and the banner, and the console's port is ser2net's, not QEMU's.
     assert f"accepter: tcp,{bench.serial.replace(':', ',')}" in \
@@ -162,7 +163,7 @@ def test_nanopi_neo_boots_through_the_labs_own_services(h3_bench, tmp_path):
     assert f"TFTP from server {h3_bench.addr}" in console
     assert "ethernet@1c30000" in console  # the H3's EMAC, not a virtio NIC
     served = (h3_bench.dir / "atftpd.log").read_text()
-    assert re.search(r"Serving xen to 127\.0\.0\.1", served), served[-2000:]
+    assert re.search(rf"Serving {run_dir.name}/xen to 127\.0\.0\.1", served), served[-2000:]
     trace = (h3_bench.dir / "uart.trace").read_text(errors="replace")
     assert "U-Boot SPL" in trace and "Xen version 4.17" in trace
     assert _power_state(h3_bench) == "off"

@@ -28,6 +28,19 @@ def test_each_bench_starts(bench):
     assert proc.stdout.startswith("usage: "), proc.stdout[:500]
 
 
+def test_the_smoke_bench_measures_one_round_on_the_qemu_board():
+    """`make bench`'s main bench, one round: the bare pexpect boot and xenlab's, side by side."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "smoke.py"), "--rounds", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    rows = {l.split()[0]: l.split()[1:] for l in proc.stdout.splitlines() if l.strip()}
+    for stage in ("uboot", "xen", "dom0-ready", "dom0-shell"):  # both columns measured
+        bare, xen = map(float, rows[stage])
+        assert 0 < bare < 300 and 0 < xen < 300, (stage, rows[stage])
+    ratio = float(proc.stdout.split("overhead ratio ")[1].split("x")[0])
+    assert 0.5 < ratio < 5, proc.stdout
+
+
 def shadows(root: Path) -> list[str]:
     return [f"{d}/{p.name}" for d in SCRIPT_DIRS for p in (root / d).glob("*.py")
             if p.stem in sys.stdlib_module_names]

@@ -222,3 +222,51 @@ def test_testday_runs_a_remote_place(exporter_up, tmp_path):
     row = next(l for l in proc.stdout.splitlines() if l.startswith(f"| {BOARD} "))
     assert "| PASS |" in row and "Remote Tester" in row
     _released(lab)
+
+
+def test_a_client_killed_holding_the_place_is_freed_by_the_next_run(exporter_up, tmp_path):
+    """Issue 28: a run SIGKILLed mid-boot leaves its place acquired (labgrid keeps it for
+    this host and user) and the bench board on. The next run frees the place (the killed
+    run's lock is dropped by the kernel, its holder dead), powers the board off, boots and
+    PASSes, with no manual step; its record says which run's place it freed."""
+    lab = exporter_up
+    killed = "killed-client"
+    console = tmp_path / "killed" / BOARD / killed / "console.log"
+    proc = subprocess.Popen(smoke_args("remote.yaml", tmp_path / "killed", "--xenlab-run-id",
+                                       killed), cwd=REPO, env=lab.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (console.exists() and "Xen version" in console.read_text(errors="replace")):
+            assert proc.poll() is None and time.monotonic() < deadline, "Xen never started"
+            time.sleep(0.2)
+    finally:
+        proc.kill()  # SIGKILL: no teardown, no atexit
+        proc.wait()
+    assert lab.holder() == places.client_identity()  # left acquired, as labgrid keeps it
+    state = [str(REPO / "scripts" / "bench-qemu"), "status", "--state", str(lab.bench.dir)]
+    assert subprocess.run(state, capture_output=True, text=True).stdout.startswith("on (pid ")
+
+    again = run_smoke("remote.yaml", tmp_path / "next", lab.env(), "--xenlab-place-wait", "0")
+    rec, _ = record(tmp_path / "next")
+    assert again.returncode == 0, (explain(again), rec)
+    assert rec["verdict"] == "PASS", rec
+    freed = rec["info"]["place_freed"]
+    assert freed["run_id"] == killed and freed["pid"] == proc.pid, freed
+    assert freed["powered_off_before_boot"] is True
+    _released(lab)
+    assert subprocess.run(state, capture_output=True, text=True).stdout.strip() == "off"
+
+
+def test_a_place_acquired_by_hand_on_this_host_is_waited_for_not_freed(exporter_up, tmp_path):
+    """The same host and user holding the place with no killed run behind it (a tester's
+    `labgrid-client acquire`) is a busy place: never released under them."""
+    lab = exporter_up
+    assert lab.client("acquire").returncode == 0
+    try:
+        message = _refused(tmp_path, lab.env(), "place-busy", "--xenlab-place-wait", "0")
+        assert message == (f"place {PLACE} is held by {places.client_identity()} (this host "
+                           "and user, by hand or another tool) (no wait asked)"), message
+        assert lab.holder() == places.client_identity()
+    finally:
+        lab.client("release")

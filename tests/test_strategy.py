@@ -70,8 +70,11 @@ def test_walks_to_the_shell_in_order_and_reentry_is_a_no_op(replayed):
     out, _, status = strategy.shell.run("id -u")
     assert (out, status) == (["0"], 0)
     # U-Boot's replies are kept: every file of the plan was loaded whole.
-    loaded = {cmd.split()[-1] for cmd, out in strategy.uboot_replies if cmd.startswith("tftpb ")}
-    assert loaded == set(strategy.plan.files())
+    loaded = [cmd.split()[-1] for cmd, out in strategy.uboot_replies if cmd.startswith("tftpb ")]
+    # ... each from the run's own directory of the TFTP root (the run's directory's name)
+    run_dir = strategy.recorder.path.parent.name
+    assert {name.removeprefix(f"{run_dir}/") for name in loaded} == set(strategy.plan.files())
+    assert all(name.startswith(f"{run_dir}/") for name in loaded), loaded
 
     before = dict(marks)
     strategy.transition("shell")  # already there: nothing is powered or typed again

@@ -163,7 +163,14 @@ def test_two_runs_on_one_board_take_turns_each_booting_its_own_xen(tmp_path):
         other = sets["second" if name == "first" else "first"]
         assert f"Xen version {image_set.xen_version} " in console
         assert f"Xen version {other.xen_version} " not in console
+        # Its files came from its own directory of the TFTP root, named by its run id.
+        loads = re.findall(r"tftpb 0x[0-9a-f]+ (\S+)/(\S+);", console)
+        assert loads and {d for d, _ in loads} == {run.name}, loads
     first, second = records["first"], records["second"]
+    # The TFTP root keeps the last run's directory only: the first's was cleared by the second.
+    staged = sorted(p.name for p in (REPO / "build" / "tftp" / "qemu-arm64").iterdir()
+                    if (p / ".xenlab-staging").is_file())
+    assert staged == [second["run_id"]], staged
     assert first["info"]["board_lock"]["waited_s"] < 3
     # The second waited for the whole of the first run, and booted after it ended.
     assert second["info"]["board_lock"]["waited_s"] > 1, second["info"]["board_lock"]

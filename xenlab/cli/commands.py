@@ -24,7 +24,7 @@ from ..plan.prepare import boot_files, image_set_for, prepare
 from ..plan.profile import list_boards, load_profile
 from ..plan.variant import load_variant, variant_findings
 from ..plan.stage import SCRIPT_NAME, stage
-from ..plan.bootplan import script_load_name as plan_script_name
+from ..plan.loadnames import script_load_name as plan_script_name
 from ..reports import dashboard, nightly, testday
 from ..run import bisect, compare, matrix
 from ..run.bisectstate import read_bisections

@@ -126,6 +126,8 @@ class ConsoleRecorder:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab", buffering=0)
         self._chunks: list[bytes] = []
+        self.received = self.written = 0
+        self.write_error: OSError | None = None
         self._lock = threading.Lock()
         steps.subscribe(self._notify)
 
@@ -137,8 +139,19 @@ class ConsoleRecorder:
             return
         with self._lock:
             self._chunks.append(st.result)
+            self.received += len(st.result)
             if self._file is not None:
-                self._file.write(st.result)
+                try:
+                    self.written += self._file.write(st.result) or 0
+                except OSError as exc:  # a full results disk: kept in memory, said by the run
+                    self.write_error = exc
+                    self._file.close()
+                    self._file = None
+
+    @property
+    def unwritten(self) -> int:
+        """Bytes received that the log file could not take (a full results disk)."""
+        return self.received - self.written
 
     def text(self) -> str:
         with self._lock:
@@ -153,10 +166,14 @@ class ConsoleRecorder:
         steps.unsubscribe(self._notify)
         with self._lock:
             if self._file is not None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
-                self._file = None
+                try:
+                    self._file.flush()
+                    os.fsync(self._file.fileno())
+                except OSError as exc:
+                    self.write_error = self.write_error or exc
+                finally:
+                    self._file.close()
+                    self._file = None
 
 
 # Lines a shell's output may be interleaved with: Xen's and the kernel's console.

@@ -1,6 +1,6 @@
 """Before power-on: how the boot plan reaches a board, and what its farm target adds.
 
-The plan reaches the board over TFTP (labgrid's TFTPProviderDriver stages it),
+The plan reaches the board over TFTP (in the run's own directory of the TFTP root),
 on its SD card (SDCardImageDriver writes it), or, for a board whose firmware
 QEMU cannot run, through QEMU's own loader (XenQEMUDriver.loader_args).  A
 farm target may add DTB fix-ups and Xen options where the board it reaches
@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+from labgrid.resource import TFTPProvider
+from labgrid.util.managedfile import ManagedFile
 
 from .. import schema
 from ..errors import XenlabError
 from ..plan.bootplan import BootPlan
 from ..plan.firmware import describe as describe_firmware
 from ..plan.profile import FIXUP_SCHEMA, BoardProfile, Fixup, check_cmdline
-from ..plan.stage import load_name_links
+from ..plan.loadnames import FILENAME_RE, staged_in
 from .failures import one_line
+
+STAGING_MARK = ".xenlab-staging"  # in a run's TFTP directory: the target it was staged for
 
 
 def check_tftp_server(target: str, address: str) -> None:
@@ -60,13 +66,15 @@ class DeliveryFailed(Exception):
         self.classification = classification
 
 
-def deliver(strategy, plan: BootPlan) -> None:
+def deliver(strategy, plan: BootPlan) -> BootPlan:
     """Put the plan where the target's board reads it, before power-on: TFTP, its card,
-    or QEMU's loader (the strategy's bindings say which)."""
+    or QEMU's loader (the strategy's bindings say which). Returns the plan as delivered
+    (over TFTP, loading from the run's own directory)."""
     if strategy.tftp is not None:
         try:
             strategy.target.activate(strategy.tftp)
-            stage_tftp(strategy.tftp, plan)
+            plan = staged_in(plan, staging_name(strategy))
+            stage_tftp(strategy.tftp, plan, strategy.target.name)
         except XenlabError:
             raise
         except Exception as exc:  # a full or unwritable directory, the exporter's SSH
@@ -82,15 +90,37 @@ def deliver(strategy, plan: BootPlan) -> None:
     if strategy.uboot is None:
         strategy.loader_dir = load_direct(strategy.target.name, strategy.power, plan,
                                           strategy.profile)
+    return plan
 
 
-def stage_tftp(tftp, plan: BootPlan) -> None:
-    """The plan's files into the TFTP provider, under the names U-Boot asks for."""
-    with tempfile.TemporaryDirectory(prefix="xenlab-tftp-") as links:
-        for name, path in load_name_links(plan, Path(links)).items():
-            staged = tftp.stage(str(path))
-            if os.path.basename(staged) != name:
-                raise XenlabError(f"TFTP staged {path} as {staged}, the plan loads {name}")
+def staging_name(strategy) -> str:
+    """The run's own directory on the TFTP server: its run id, the name of the directory
+    its console is recorded in (a health check's scratch directory's)."""
+    recorder = strategy.recorder
+    name = recorder.path.parent.name if recorder is not None else ""
+    return name if FILENAME_RE.match(name) and not name.startswith(".") else f"run-{os.getpid()}"
+
+
+def stage_tftp(tftp, plan: BootPlan, target: str) -> None:
+    """The plan's files into `<TFTP root>/<the run's directory>/`, under the names U-Boot
+    asks for, each a link to its file in the cache (labgrid's ManagedFile: copied first
+    to the exporter's host for a RemoteTFTPProvider). labgrid's own stage() puts every
+    file in the root, where a second run's would replace the first's.
+
+    A local root keeps no other run's directory of this target: the board is this run's
+    (lab/boardlock.py), so they are finished or killed runs'."""
+    provider = tftp.provider
+    for name, path in plan.files().items():
+        ManagedFile(str(path), provider).sync_to_resource(
+            symlink=os.path.join(provider.internal, plan.load_dir, name))
+    if isinstance(provider, TFTPProvider):
+        root = Path(provider.internal)
+        for other in root.iterdir():
+            mark = other / STAGING_MARK
+            if (other.name != plan.load_dir and not other.is_symlink() and mark.is_file()
+                    and mark.read_text() == target):
+                shutil.rmtree(other)
+        (root / plan.load_dir / STAGING_MARK).write_text(target)
 
 
 def load_direct(target: str, power, plan: BootPlan, profile: BoardProfile):

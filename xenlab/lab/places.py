@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import getpass
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -108,6 +110,12 @@ def place_holder(name: str, coordinator: str) -> str | None:
     return None if m is None or m.group(1) == "None" else m.group(1)
 
 
+def client_identity() -> str:
+    """Who labgrid-client says we are: the "host/user" a place is acquired by."""
+    return (f"{os.environ.get('LG_HOSTNAME') or socket.gethostname()}/"
+            f"{os.environ.get('LG_USERNAME') or getpass.getuser()}")
+
+
 class PlaceLease:
     """A place we acquired; `release()` is idempotent and never raises."""
 
@@ -117,6 +125,8 @@ class PlaceLease:
         self.released = False
         self.waited = 0.0
         self.lost: str | None = None  # why the place's exporter is gone, once seen
+        self.freed: dict | None = None  # the killed run of this host whose place was freed
+        self.guard = None  # this host's lock on the place (run/placeguard.py), dropped with it
         self._lock = threading.Lock()
 
     @classmethod
@@ -135,9 +145,12 @@ class PlaceLease:
                 return lease
             text = proc.stderr + proc.stdout
             m = re.search(r"already acquired by (\S+?)\.?(\s|$)", text)
-            if not m:
+            if m:
+                holder = m.group(1)
+            elif "You have already acquired place" in text:  # this host and user hold it
+                holder = f"{client_identity()} (this host and user, by hand or another tool)"
+            else:
                 raise client_failure(name, coordinator, proc)
-            holder = m.group(1)
             left = timeout - (time.monotonic() - start)
             if left <= 0:
                 raise FarmError("place", "place-busy",
@@ -166,6 +179,8 @@ class PlaceLease:
             self.released = ok
             if ok:
                 _HELD.pop(id(self), None)
+            if self.guard is not None:
+                self.guard.release()
             return ok
 
 

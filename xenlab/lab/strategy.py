@@ -213,7 +213,7 @@ class XenStrategy(Strategy):
         plan = plan or self.prepare()
         self.stage_started["uboot"] = time.monotonic()
         try:
-            delivery.deliver(self, plan)
+            plan = delivery.deliver(self, plan)
         except delivery.DeliveryFailed as exc:
             raise self._failure("uboot", "ERROR", exc.classification, str(exc)) from None
         # Console first, so nothing the board prints at power-on is lost.

@@ -12,7 +12,6 @@ offline with pyfdt (`offline_dtb`, the seed's "edit the .dts" path).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -29,6 +28,7 @@ from .dtb import DtbInfo, read_dtb, set_prop
 from .uart import ConsoleUart, console_uart, require_dtuart
 from ..errors import XenlabError
 from ..images.imageformat import image_info
+from .loadnames import _check_file, _check_name, load_path
 from .layout import ALIGN, SCRIPT_SLOT, MiB  # noqa: F401  (the plan's units, for its readers)
 from .layout import align as _align, check_memory, human as _human, layout, place_script
 from .domains import DOMAIN_NAME_RE, check_domus as _check_domus  # noqa: F401  (DOMAIN_NAME_RE: its readers)
@@ -44,8 +44,6 @@ COMMAND_WRAP = 64
 BOOTARGS_KEYS = (("xen,xen-bootargs", "xen.cmdline"), ("xen,dom0-bootargs", "dom0.cmdline"))
 
 ROLES = ("xen", "dom0-kernel", "dom0-ramdisk")
-# A load name is one word to U-Boot's shell and to a TFTP server.
-FILENAME_RE = re.compile(r"^[A-Za-z0-9._+,=@%~-]+$")
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -76,6 +74,7 @@ class BootPlan:
     console: ConsoleUart | None = None  # Xen's UART and the speed the lab must read it at
     cpupools: tuple[CpupoolSpec, ...] = ()
     static_heap: tuple[tuple[int, int], ...] = ()  # (address, size): Xen's heap, all the guests get
+    load_dir: str = ""  # the run's own directory on the TFTP server (staged_in), or its root
 
     @property
     def has_dom0(self) -> bool:
@@ -255,7 +254,7 @@ class BootPlan:
         without `fdt`, serve `offline_dtb()` under the DTB's load name instead.
         """
         load = self.profile.load_command
-        cmds = [f"{load} {p.addr:#x} {p.filename}" for p in self.placements]
+        cmds = [f"{load} {p.addr:#x} {load_path(self.load_dir, p.filename)}" for p in self.placements]
         dtb = self.placement("dtb")
         if edit_dtb:
             # U-Boot reads `fdt resize`'s argument as hex.
@@ -357,20 +356,6 @@ def write_boot_script(profile: BoardProfile, commands: list[str], path: os.PathL
 
 # --------------------------------------------------------------------------- checks
 
-def script_load_name(name: str) -> str:
-    """A boot script's file name, checked like every load name (ImageBuilder's UBOOT_SCRIPT)."""
-    return _check_name("boot script", name, name)
-
-
-def _check_name(what: str, name: str, shown) -> str:
-    if not FILENAME_RE.match(name):
-        bad = next((c for c in name if not FILENAME_RE.match(c)), None)
-        why = "is empty" if bad is None else f"contains {bad!r}"
-        raise XenlabError(f"{what} {str(shown)!r}: load name {name!r} {why}, which U-Boot's shell would "
-                          "split or interpret (allowed: letters, digits and ._+,=@%~-)")
-    return name
-
-
 def _qemu_path(path: Path) -> str:
     # QEMU splits option values at commas; a doubled one would be read as one, but a
     # cache path never has any, and a tester's file with one is better renamed.
@@ -378,15 +363,6 @@ def _qemu_path(path: Path) -> str:
     if "," in text:
         raise XenlabError(f"{text}: QEMU's loader cannot take a path with a comma; rename it")
     return text
-
-
-def _check_file(role: str, path: Path, name: str) -> str:
-    _check_name(f"{role} file", name, path)
-    if not path.is_file():
-        raise XenlabError(f"{role} file {path} not found")
-    if path.stat().st_size == 0:
-        raise XenlabError(f"{role} file {path} is empty")
-    return name
 
 
 def _fdt_content_size(path: Path) -> int:

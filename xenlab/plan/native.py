@@ -25,7 +25,8 @@ import attr
 from ..errors import XenlabError
 from ..images.cache import sha256_file
 from ..images.imageformat import image_info
-from .bootplan import (FDT_BOOT_PAD, FDT_PAGE, FDT_RESIZE_RSV, Placement, _check_file,
+from .loadnames import _check_file, load_path
+from .bootplan import (FDT_BOOT_PAD, FDT_PAGE, FDT_RESIZE_RSV, Placement,
                        _fdt_content_size, write_boot_script)
 from .chosen import command_line
 from .dtb import DtbInfo
@@ -49,6 +50,7 @@ class NativePlan:
     script_addr: int
     bootargs: str
     has_chosen: bool = True
+    load_dir: str = ""  # as BootPlan's
 
     @classmethod
     def build(cls, profile: BoardProfile, kernel: os.PathLike, ramdisk: os.PathLike,
@@ -93,7 +95,7 @@ class NativePlan:
         """Load the three files, write /chosen/bootargs, boot the kernel with its initramfs."""
         load = self.profile.load_command
         kernel, ramdisk, dtb = (self.placement(r) for r in ("dom0-kernel", "dom0-ramdisk", "dtb"))
-        cmds = [f"{load} {p.addr:#x} {p.filename}" for p in self.placements]
+        cmds = [f"{load} {p.addr:#x} {load_path(self.load_dir, p.filename)}" for p in self.placements]
         cmds += [f"fdt addr {dtb.addr:#x}", f"fdt resize {FDT_PAGE:#x}"]
         if not self.has_chosen:
             cmds.append("fdt mknode / chosen")

@@ -72,17 +72,3 @@ def _state(dest: Path, sha256: str, force: bool) -> str:
         raise XenlabError(f"{dest} exists with other content than the plan's {dest.name} "
                           f"(sha256 {sha256[:16]}); --force replaces it")
     return "replaced"
-
-
-def load_name_links(plan: BootPlan, directory: Path) -> dict[str, Path]:
-    """Load name -> a symlink of that name in `directory` to the plan's file.
-
-    labgrid's TFTPProviderDriver.stage names what it stages after the path it
-    is given and links to that path's real file: staging these links serves
-    the cache's <sha256>.dtb as <board>.dtb, with nothing copied.
-    """
-    links = {}
-    for name, path in plan.files().items():
-        links[name] = Path(directory) / name
-        links[name].symlink_to(Path(path).resolve())
-    return links

@@ -19,7 +19,8 @@ import attr
 from ..errors import XenlabError
 from ..images.cache import atomic_write
 from ..schema import read_data, validate
-from .record import NAME_PATTERN, safe_name
+from .recordschema import NAME_PATTERN
+from .runnames import safe_name
 
 BISECT_DIR = ".bisect"  # under the results root: a dot, so no target is named so
 VERDICTS = ("good", "bad", "skip")

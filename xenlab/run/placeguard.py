@@ -8,6 +8,8 @@ the run the lab's ERROR.
 
 from __future__ import annotations
 
+import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -26,8 +28,7 @@ def hold_place(request, env, root: Path, farm_target, finished: list):
         if farm_target.place is None:
             lease = BoardLock.acquire(farm_target.name, wait)
         else:
-            lease = places.PlaceLease.acquire(farm_target.place,
-                                              places.coordinator_address(env=env), timeout=wait)
+            lease = hold_remote(farm_target.place, places.coordinator_address(env=env), wait)
     except places.FarmError as exc:
         record = RunRecord.start(root, farm_target.name, profile=farm_target.profile,
                                  tester=request.config.getoption("--xenlab-tester"),
@@ -42,10 +43,38 @@ def hold_place(request, env, root: Path, farm_target, finished: list):
     return lease
 
 
+def hold_remote(place: str, coordinator: str, wait: float) -> places.PlaceLease:
+    """Acquire a remote place, first taking this host's lock on it (lab/boardlock.py).
+
+    labgrid keeps a place acquired by its "host/user" when the client that acquired it
+    is SIGKILLed, and refuses that host's next acquire. The kernel drops the killed
+    run's lock, and the holder the lock file still names is dead: a place then held by
+    this host and user is that run's, and it is released before it is acquired again
+    (the run powers the board off before its boot, as every run does). A place acquired
+    by hand, with no dead run behind it, is waited for like any busy place."""
+    start = time.monotonic()
+    digest = hashlib.sha256(f"{coordinator}/{place}".encode()).hexdigest()[:12]
+    guard = BoardLock.acquire(f"place-{digest}", wait)
+    try:
+        freed = None
+        if guard.freed and places.place_holder(place, coordinator) == places.client_identity():
+            if places.release_place(place, coordinator):
+                freed = guard.freed
+        lease = places.PlaceLease.acquire(place, coordinator,
+                                          timeout=max(0.0, wait - (time.monotonic() - start)))
+    except BaseException:
+        guard.release()
+        raise
+    lease.guard, lease.freed = guard, freed
+    lease.waited = guard.waited + lease.waited
+    return lease
+
+
 def name_holder(lease, run_id: str) -> None:
-    """A local board's lock names the run that holds it (what a waiting run prints)."""
-    if isinstance(lease, BoardLock):
-        lease.note(run_id)
+    """A lock names the run that holds it (what a waiting run prints, what frees it)."""
+    lock = lease if isinstance(lease, BoardLock) else lease.guard
+    if lock is not None:
+        lock.note(run_id)
 
 
 def check_place(b, lease) -> None:
@@ -56,6 +85,8 @@ def check_place(b, lease) -> None:
         b.record.set_info(board_lock={"waited_s": lease.waited, "freed": lease.freed})
         return
     b.record.set_info(place=lease.name, place_wait_s=lease.waited)
+    if lease.freed:  # a killed run of this host left it acquired: freed, never the board's fault
+        b.record.set_info(place_freed={**lease.freed, "powered_off_before_boot": True})
     if lease.lost:  # already blamed on the step it broke
         return
     try:

@@ -17,21 +17,20 @@ from pathlib import Path
 
 import pytest
 from labgrid.strategy.common import StrategyError
-from pexpect import EOF, TIMEOUT
 
 from ..errors import StageFailure, XenlabError
 from ..lab import delivery, places, signals
-from ..lab.console import ConsoleAlarm
-from ..lab.diagnose import Diagnosis, silent_xen, toolstack_mismatch
 from ..lab.failures import stage_failure
 from ..lab.preflight import doctor_verdict, preflight
 from .farmfile import Farm, load_farm, read_config
 from .junit import format_run
+from .stepfailure import diagnose, failure_of
 from .placeguard import check_place, hold_place, name_holder, place_lost
 from . import variantplugin
 from .variantplugin import imagebuilder_facts, step_of as step_name, target_names, variant_of
 from .known_issues import RunContext, failure_text, load_known_issues, match as match_known_issue
 from .record import RunRecord, default_results_dir
+from .resultsdisk import ResultsDiskFull, is_full
 from .teardown import blame_natively, close_board, interrupt_reason, interrupted_line
 
 try:  # labgrid's plugin stashes the environment it loaded from --lg-env
@@ -200,10 +199,13 @@ def board(request):
     target = env.get_target(request.param)
     strategy = target.get_driver("XenStrategy")
     variant = variant_of(request.config)
-    record = RunRecord.start(root, target.name, profile=farm_target.profile, arch="?",
-                             tester=request.config.getoption("--xenlab-tester"),
-                             run_id=request.config.getoption("--xenlab-run-id"),
-                             info=run_info(variant))
+    try:
+        record = RunRecord.start(root, target.name, profile=farm_target.profile, arch="?",
+                                 tester=request.config.getoption("--xenlab-tester"),
+                                 run_id=request.config.getoption("--xenlab-run-id"),
+                                 info=run_info(variant))
+    except ResultsDiskFull as exc:  # full before the board was touched
+        pytest.exit(f"xenlab: {exc}", returncode=pytest.ExitCode.TESTS_FAILED)
     name_holder(lease, record.run_id)
     b = Board(target, record, request.config.getoption("--xenlab-tester"))
     b.native_wanted = request.config.getoption("--xenlab-native")  # at the end, as asked
@@ -259,17 +261,40 @@ def _finish(b: Board, abort_reason: str | None = None) -> None:
         # Held, so an interrupt can't stop the power-off halfway (all of it is bounded).
         with signals.deferred():
             close_board(b, abort_reason or interrupt_reason())
+    except ResultsDiskFull as exc:  # the board is off and the record ended all the same
+        print(f"xenlab: {exc}", file=sys.stderr)
     finally:
         _FINISHED.append(b.record.path)
+
+
+def _stop_on_full_disk(session, b: Board, exc: ResultsDiskFull):
+    """The results disk filled: the record is ended (resultsdisk.py); power the board off,
+    say what the console lost, and stop the session after this step, in one line."""
+    recorder = b.strategy.recorder
+    if recorder is not None and recorder.unwritten:
+        b.record.set_info(console_unwritten_bytes=recorder.unwritten)
+    # The steps left skip: nothing powers the board again once the run has ended.
+    b.failure = StageFailure("results", "ERROR", "results-disk-full", str(exc))
+    _finish(b)
+    session.shouldstop = f"xenlab: {exc}"
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report = outcome.get_result()
     b = _board_of(item)
     if b is None:
         return
+    try:
+        _record_step(b, item, call, outcome.get_result())
+        failed = b.strategy.recorder.write_error if b.strategy.recorder else None
+        if failed is not None and is_full(failed):  # the console log could not be written
+            b.record.end_on_full_disk(failed)
+    except ResultsDiskFull as exc:
+        _stop_on_full_disk(item.session, b, exc)
+
+
+def _record_step(b: Board, item, call, report) -> None:
     name = step_name(item)
     if report.when == "setup" and report.passed:
         b.record.step_started(name)
@@ -281,9 +306,9 @@ def pytest_runtest_makereport(item, call):
         elif report.passed:
             b.record.step_finished(name, "PASS", report.duration)
         else:
-            status, classification, message, evidence = _failure_of(name, call.excinfo, b)
+            status, classification, message, evidence = failure_of(name, call.excinfo, b)
             classification, message = place_lost(b, status, classification, message)
-            classification, message = _diagnose(b, name, call.excinfo, classification, message)
+            classification, message = diagnose(b, name, call.excinfo, classification, message)
             known = match_known_issue(b.context(), name, failure_text(classification, message,
                                                                       evidence),
                                       issues=b.known_issues)
@@ -291,66 +316,6 @@ def pytest_runtest_makereport(item, call):
                                    message=message, evidence=evidence, known=known)
             if name == "dom0_boots" and status == "FAIL":
                 blame_natively(b)  # seed §7: whose failure is it, Xen's or the kernel's?
-
-
-def _diagnose(b: "Board", step: str, excinfo, classification: str, message: str):
-    """Collect what explains the failure on the live board; maybe sharpen the label."""
-    exc = excinfo.value if excinfo else None
-    diag = Diagnosis(b.strategy, b.record.diagnostics)
-    try:
-        if isinstance(exc, StageFailure):
-            if exc.stage == "xen" and classification == "stage-timeout:xen" and \
-                    b.strategy.recorder and b.strategy.prepared:
-                hint = silent_xen(b.strategy.prepared, b.strategy.recorder.text())
-                if hint:  # nothing to ask a Xen that never spoke
-                    return "xen-silent", hint
-            if exc.stage in ("xen", "dom0", "shell") and classification.startswith("stage-timeout"):
-                diag.hung_hypervisor_or_dom0()
-            return classification, message
-        if b.strategy.status.name != "shell":
-            return classification, message
-        seen = "\n".join([message, *(b.strategy.recorder.tail(40) if b.strategy.recorder else [])])
-        hint = toolstack_mismatch(b.strategy.facts.get("xen_version"),
-                                  b.images.tools_version if b.images else None, seen)
-        if hint:
-            diag.dom0_logs()
-            return "toolstack-mismatch", f"{hint}; {message}"
-        if isinstance(exc, TIMEOUT) and b.guest and b.shell.in_guest:
-            trap = diag.silent_domu(b.guest)
-            if trap:
-                classification, hint = trap
-                message = f"DomU {b.guest} is silent; {hint}"
-            else:
-                classification = "domu-silent"
-                message = f"DomU {b.guest} printed nothing on its console"
-        diag.dom0_logs()
-    except Exception as err:  # diagnosis must never hide the failure itself
-        diag.save("diagnosis-error.txt", f"{type(err).__name__}: {err}\n")
-    return classification, message
-
-
-def _failure_of(name, excinfo, b: Board):
-    exc = excinfo.value if excinfo else None
-    tail = b.strategy.recorder.tail(15) if b.strategy.recorder else []
-    if isinstance(exc, (ConsoleAlarm, EOF)):
-        # A panic, an oops or a reset under a shell step, or the console gone: the board is
-        # down, the step ends now, and the later steps skip rather than wait on it.
-        stage = "domu" if b.strategy.shell.in_guest else "step"
-        exc = b.failure = (b.strategy.monitor_failure(stage, exc.waiting_for, exc.monitor)
-                           if isinstance(exc, ConsoleAlarm) else
-                           b.strategy.console_closed(stage, f"step {name}"))
-    if isinstance(exc, StageFailure):
-        return exc.status, exc.classification, exc.message, exc.evidence or tail
-    if isinstance(exc, TIMEOUT):
-        return "FAIL", f"stage-timeout:{name}", "no answer on the console in time", tail
-    if isinstance(exc, AssertionError):
-        return "FAIL", f"step-failed:{name}", str(exc).splitlines()[0] if str(exc) else "assertion", tail
-    if isinstance(exc, XenlabError):
-        return "ERROR", "harness-config", str(exc), []
-    if isinstance(exc, (KeyboardInterrupt,)):
-        return "ERROR", "interrupted", "interrupted", tail
-    text = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
-    return "ERROR", "harness-error", text.splitlines()[0], tail
 
 
 def _board_of(item) -> Board | None:

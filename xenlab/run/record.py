@@ -16,8 +16,6 @@ import datetime as _dt
 import enum
 import json
 import os
-import re
-import secrets
 import socket
 import threading
 from pathlib import Path
@@ -29,49 +27,14 @@ from ..console_text import excerpt
 from ..errors import Status, XenlabError
 from ..schema import read_data
 from ..images.cache import atomic_write
+from . import resultsdisk
 from .junit import junit_report
-from .recordschema import NAME_PATTERN, SCHEMA_VERSION, check_record
+from .recordschema import SCHEMA_VERSION, check_record
+from .runnames import NAME_RE, _inside, default_results_dir, new_run_id, safe_name  # noqa: F401  (its readers')
 from .steps import STEP_RESULTS, Step, compute_verdict, now, verdict_label
 
 if TYPE_CHECKING:
     from .known_issues import KnownIssue
-
-NAME_RE = re.compile(NAME_PATTERN)
-
-
-def default_results_dir() -> Path:
-    """The one default results directory: $XENLAB_RESULTS, else results/ in the current directory."""
-    return Path(os.environ.get("XENLAB_RESULTS") or "results")
-
-
-
-
-def safe_name(value, what: str) -> str:
-    """`value` if it is a safe target or run name, else a one-line XenlabError.
-
-    Such names become directory names under the results root, so they must
-    never contain a separator, be `.`/`..` or start with a dot or dash.
-    """
-    # fullmatch: with match(), "$" would let a trailing newline through.
-    if not isinstance(value, str) or not NAME_RE.fullmatch(value) or value in (".", ".."):
-        raise XenlabError(f"{what} name {value!r} must match {NAME_RE.pattern}")
-    return value
-
-
-def _inside(root: Path, *names: str) -> Path:
-    """root/names..., refusing anything that resolves outside root (e.g. via a symlink)."""
-    base = root.resolve()
-    path = base.joinpath(*names).resolve()
-    if path == base or base not in path.parents:
-        raise XenlabError(f"{'/'.join(names)} resolves to {path}, outside the results root {base}")
-    return path
-
-
-def new_run_id() -> str:
-    # The random suffix keeps parallel runs started in the same second apart.
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{secrets.token_hex(3)}"
-
 
 # --------------------------------------------------------------------------- the record
 
@@ -110,6 +73,7 @@ class RunRecord:
     classification: str | None = None
     harness_pid: int | None = None  # who writes this record, to spot one that was killed
     _lock: threading.RLock = attr.ib(factory=threading.RLock, repr=False)
+    disk_full: str | None = attr.ib(default=None, repr=False)  # why the results disk is full
 
     @property
     def lane(self) -> str:
@@ -181,6 +145,7 @@ class RunRecord:
         else:
             raise XenlabError(f"could not create a fresh run directory under {target_dir}")
         (path / "diagnostics").mkdir(exist_ok=True)
+        resultsdisk.keep_space(path)
         record = cls(path=path, target=target, profile=profile, run_id=rid, arch=arch,
                      tester=tester, host=socket.gethostname(), start_time=now(),
                      info=dict(info or {}), harness_pid=os.getpid())
@@ -257,6 +222,7 @@ class RunRecord:
             self.end_time = now()
             self.save()
             self.write_junit()
+            resultsdisk.give_back(self.path)
             return self.verdict
 
     def abort(self, reason: str, status: Status | str = Status.ABORTED) -> None:
@@ -282,6 +248,7 @@ class RunRecord:
             self.end_time = now()
             self.save()
             self.write_junit()  # an aborted run still shows up in CI
+            resultsdisk.give_back(self.path)
 
     # -- files on disk
 
@@ -305,10 +272,22 @@ class RunRecord:
             "harness_pid": self.harness_pid,
         }
 
+    def json_text(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
+
+    def end_on_full_disk(self, exc: OSError) -> None:
+        """The results disk is full: end the run (resultsdisk.py); raises ResultsDiskFull."""
+        with self._lock:
+            resultsdisk.end_on_full_disk(self, exc)
+
     def save(self, durable: bool = True) -> None:
         with self._lock:
-            text = json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
-            atomic_write(self.run_json, text, durable)
+            try:
+                atomic_write(self.run_json, self.json_text(), durable)
+            except OSError as exc:
+                if not resultsdisk.is_full(exc):
+                    raise
+                resultsdisk.end_on_full_disk(self, exc)
 
     @classmethod
     def load(cls, path: Path | str) -> RunRecord:

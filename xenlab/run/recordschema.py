@@ -67,6 +67,8 @@ INFO = {
         "emulation": _OPT_TEXT,  # "QEMU 10.0.2 -M raspi4b": an emulated board
         "target_dtb_fixups": {"type": "array", "items": {"type": "string"}},  # the farm target's
         "target_xen_cmdline": _OPT_TEXT,  # ... and its Xen options
+        # A remote place a killed run of this host left acquired, freed by this run
+        "place_freed": {"type": "object"},
         # A local board's lock: how long the run waited for it, and the holder it freed
         # (a killed run's pid, run id and start, written in the lock file)
         "board_lock": {"type": "object", "required": ["waited_s"], "properties": {
