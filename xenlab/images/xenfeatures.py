@@ -10,11 +10,15 @@ which Kconfig option would have brought the driver in.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import attr
 
+from ..errors import XenlabError
+from ..schema import read_data
+from .cache import cache_root
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -24,29 +28,31 @@ class Driver:
     name: str
     kconfig: str  # without CONFIG_
     compatibles: tuple[str, ...]
-    since: str = ""  # the first Xen that xenlab saw with this compatible, when later than 4.17
 
 
-# xen/drivers/char (UARTs) and xen/arch/arm (GICs), as in Xen 4.17 and 4.20
-# (the bundled sets' binaries).  Only for the hint: the binary decides.
+# The words of the hint only (driver, option, compatibles), read from xen.git's
+# xen/drivers/char/*.c (DT_MATCH_COMPATIBLE) and Makefile at TABLE_READ_FROM, with
+# fsl,imx8qm-lpuart from RELEASE-4.17.0 (11560248ff), which master renamed. Which Xen
+# drives a compatible is never read from here: its binary says (known_xens).
+TABLE_READ_FROM = "xen.git master at c447b7308b13 (2026-08-20)"
 UART_DRIVERS = (
     Driver("pl011", "HAS_PL011", ("arm,pl011", "arm,sbsa-uart")),
     Driver("ns16550", "HAS_NS16550", ("ns16550", "ns16550a", "snps,dw-apb-uart",
                                       "brcm,bcm2835-aux-uart")),
     Driver("cadence-uart", "HAS_CADENCE_UART", ("cdns,uart-r1p8", "cdns,uart-r1p12")),
     Driver("exynos4210-uart", "HAS_EXYNOS4210", ("samsung,exynos4210-uart",)),
-    Driver("omap-uart", "HAS_OMAP", ("ti,omap4-uart",)),
-    Driver("omap-uart", "HAS_OMAP", ("ti,am654-uart",), since="4.20"),
+    Driver("omap-uart", "HAS_OMAP", ("ti,omap4-uart", "ti,am654-uart")),
     Driver("scif-uart", "HAS_SCIF", ("renesas,scif", "renesas,scifa", "renesas,hscif")),
     Driver("mvebu-uart", "HAS_MVEBU", ("marvell,armada-3700-uart",)),
     Driver("meson-uart", "HAS_MESON", ("amlogic,meson-uart", "amlogic,meson6-uart",
                                        "amlogic,meson8-uart", "amlogic,meson8b-uart",
                                        "amlogic,meson-gx-uart")),
-    Driver("imx-lpuart", "HAS_IMX_LPUART", ("fsl,imx8qm-lpuart",)),
-    Driver("imx-lpuart", "HAS_IMX_LPUART", ("fsl,imx8qxp-lpuart",), since="4.20"),
+    Driver("imx-lpuart", "HAS_IMX_LPUART", ("fsl,imx8qxp-lpuart", "fsl,imx8qm-lpuart")),
+    Driver("imx-uart", "HAS_IMX_UART", ("fsl,imx6q-uart",)),
     Driver("linflex-uart", "HAS_LINFLEX", ("fsl,s32v234-linflexuart", "nxp,s32g2-linflexuart",
-                                           "nxp,s32g3-linflexuart"), since="4.20"),
+                                           "nxp,s32g3-linflexuart")),
 )
+# xen/arch/arm/include/asm/gic.h (DT_MATCH_GIC_V2, DT_MATCH_GIC_V3) at TABLE_READ_FROM
 GIC_DRIVERS = (
     Driver("gic-v2", "GICV2", ("arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a7-gic",
                                "arm,cortex-a9-gic", "arm,arm11mp-gic", "arm,gic-v2")),
@@ -93,6 +99,29 @@ class XenFeatures:
     def offered(self, symbol: str) -> bool:
         """Whether this Xen's Kconfig has the option at all (set or not)."""
         return f"CONFIG_{symbol}" in (self.config or {})
+
+
+def known_xens(arch: str) -> list[XenFeatures]:
+    """Every distinct Xen binary of `arch` in the cache's image sets (the bundled sets,
+    trixie's, every tree built here), by version: what the hint reads which Xen drives
+    which UART from."""
+    found: dict[str, XenFeatures] = {}
+    for manifest in sorted((cache_root() / "sets").glob(f"{arch}-*/manifest.json")):
+        try:
+            info = json.loads(read_data(manifest, "image set manifest"))
+            xen = next(a for a in info["artifacts"] if a["name"] == "xen")
+            if xen["sha256"] not in found:
+                found[xen["sha256"]] = XenFeatures.load(manifest.parent / "xen",
+                                                        str(info["xen_version"]))
+        except (XenlabError, OSError, ValueError, RecursionError, KeyError, TypeError,
+                StopIteration):
+            continue  # a set being built, or broken: the images check says so, not the hint
+    return sorted(found.values(), key=lambda x: version_key(x.version))
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """'4.20.5-pre' -> (4, 20, 5): unknown parts count as 0."""
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3]) or (0,)
 
 
 def xen_under_test(images) -> XenFeatures:

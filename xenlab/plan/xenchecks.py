@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 
 from ..errors import Finding, Severity
-from ..images.xenfeatures import GIC_COMPATIBLES, GIC_DRIVERS, UART_DRIVERS, XenFeatures, driver_for
+from ..images.xenfeatures import (GIC_COMPATIBLES, GIC_DRIVERS, TABLE_READ_FROM, UART_DRIVERS,
+                                  XenFeatures, driver_for, known_xens, version_key)
 from .dtb import DtbInfo
 from .profile import BoardProfile
 from .uart import console_uart
@@ -23,11 +24,13 @@ _HMP_UNSAFE = re.compile(r"(^|\s)hmp-unsafe(=(1|y|yes|on|true|enable))?(\s|$)")
 
 
 def xen_findings(profile: BoardProfile, info: DtbInfo, xen: XenFeatures) -> list[Finding]:
-    return _uart_driver(profile, info, xen) + _gic(info, xen)
+    return _uart_driver(profile, info, xen) + _gic(info, xen, profile.arch)
 
 
-def _missing(what: str, node: str, compatibles: list[str], xen: XenFeatures, table) -> str:
-    """Why this Xen lacks the driver, and what would bring it."""
+def _missing(what: str, node: str, compatibles: list[str], xen: XenFeatures, table,
+             arch: str) -> str:
+    """Why this Xen lacks the driver, and what would bring it: which Xen binaries xenlab
+    has drive it (images/xenfeatures.known_xens), else where the driver's name was read."""
     for compat in compatibles:
         driver = driver_for(compat, table)
         if driver is None:
@@ -36,21 +39,20 @@ def _missing(what: str, node: str, compatibles: list[str], xen: XenFeatures, tab
         if xen.enabled(driver.kconfig) is False:
             return (f"this Xen was built without {option} ({driver.name}, for {compat}): turn it "
                     f"on with {FRAGMENTS_HINT}")
-        if driver.since and _line(xen.version) < _line(driver.since):
-            return (f"{compat} is driven by {driver.name} ({option}) from Xen {driver.since}; "
-                    f"this is Xen {xen.version}: test a newer Xen")
-        if xen.config is not None and not xen.offered(driver.kconfig):
-            return (f"{compat} is driven by {driver.name} ({option}), which this Xen's Kconfig "
-                    "does not offer for this architecture")
-        return f"{compat} is driven by {driver.name} ({option}), which this Xen lacks"
-    return (f"no Xen release xenlab knows has a {what} driver for {', '.join(compatibles) or node}: "
+        drivers_it = sorted({x.version for x in known_xens(arch) if x.matches(compat)},
+                            key=version_key)
+        if drivers_it:
+            return (f"{compat} is driven by {driver.name} ({option}) in Xen "
+                    f"{', '.join(drivers_it)}, whose binary xenlab has; this is Xen "
+                    f"{xen.version}: test that Xen")
+        # Not offered: a driver newer than this Xen, or one for another architecture.
+        offered = "" if xen.config is None or xen.offered(driver.kconfig) else \
+            f"; this Xen's Kconfig has no {option}"
+        return (f"{compat} is driven by {driver.name} ({option}) in {TABLE_READ_FROM}, and by "
+                f"no Xen binary xenlab has{offered}: build a Xen that has it (xenlab images "
+                "build --xen-source)")
+    return (f"no Xen xenlab knows has a {what} driver for {', '.join(compatibles) or node}: "
             "xen/drivers/char lists the UARTs Xen drives")
-
-
-def _line(version: str) -> tuple[int, ...]:
-    """'4.17.5' -> (4, 17); unknown parts count as 0."""
-    parts = re.findall(r"\d+", version)[:2]
-    return tuple(int(p) for p in parts) or (0,)
 
 
 def _uart_driver(profile: BoardProfile, info: DtbInfo, xen: XenFeatures) -> list[Finding]:
@@ -65,11 +67,11 @@ def _uart_driver(profile: BoardProfile, info: DtbInfo, xen: XenFeatures) -> list
     return [Finding(E, "uart-no-driver",
                     f"dtuart {uart.dtuart} -> {node} ({shown}): Xen {xen.version} has no driver "
                     "for it, so Xen will print nothing",
-                    _missing("UART", node, compatibles, xen, UART_DRIVERS) +
+                    _missing("UART", node, compatibles, xen, UART_DRIVERS, profile.arch) +
                     " (seed §8.6; earlyprintk needs a driver too)")]
 
 
-def _gic(info: DtbInfo, xen: XenFeatures) -> list[Finding]:
+def _gic(info: DtbInfo, xen: XenFeatures, arch: str) -> list[Finding]:
     gics = [(p, c) for p, c in info.interrupt_controllers() if GIC_COMPATIBLES & set(c)
             or any(x.startswith("arm,gic") for x in c)]
     if not gics:
@@ -82,7 +84,7 @@ def _gic(info: DtbInfo, xen: XenFeatures) -> list[Finding]:
     return [Finding(E, "gic-unsupported",
                     f"{path} ({', '.join(compatibles)}): Xen {xen.version} has no driver for "
                     "this interrupt controller and panics early",
-                    _missing("GIC", path, compatibles, xen, GIC_DRIVERS))]
+                    _missing("GIC", path, compatibles, xen, GIC_DRIVERS, arch))]
 
 
 def hmp_findings(profile: BoardProfile, info: DtbInfo) -> list[Finding]:
