@@ -97,14 +97,14 @@ def test_going_down_to_uboot_power_cycles_and_walks_up_again(replayed):
 
 
 def test_a_failed_transition_names_its_stage_and_breaks_the_strategy(replayed):
-    strategy, _ = replayed("xen-panic")
+    strategy, _ = replayed("xen-dom0-construction-panic")
     with pytest.raises(StrategyError) as err:
         strategy.transition("shell")
     failure = stage_failure(err.value, "shell")
     assert (failure.stage, failure.status, failure.classification) == ("xen", "FAIL", "xen-panic")
     # The message quotes the console line itself, not the monitor's regex.
     assert "Panic on CPU 0" in failure.message and "\\d" not in failure.message
-    assert any("Injected by xenlab's fault tests" in line for line in failure.evidence)
+    assert any("Failed to allocate requested dom0 memory" in line for line in failure.evidence)
     assert strategy.status is BoardState.uboot  # it got as far as U-Boot
     # labgrid's never_retry: a broken strategy refuses further transitions...
     with pytest.raises(StrategyError, match="broken"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import shlex
 import socket
 import sys
 import threading
@@ -26,32 +27,66 @@ TESTER_PROMPT = b"~ # "  # busybox ash's root prompt: a Dom0 rootfs xenlab did n
 UBOOT_PROMPT = b"=> "
 DOM0_PROMPT = b"dom0# "
 
-SHELL_OUTPUT = {
-    "id -u": "0",
-    "xl info": "host                   : dom0\nrelease                : 6.1.0-50-cloud-arm64\n"
-               "xen_version            : 4.17.5\nnr_cpus                : 2\n"
-               "xen_caps               : xen-3.0-aarch64 xen-3.0-armv7l",
-    "xl create /root/guest.cfg": "Parsing config from /root/guest.cfg",
-    "xl domid guest": "1",
-    # What xenctx shows for a guest that trapped before its console came up (seed §10.1).
-    "xenctx 1": "PC:       0000000c\nLR:       00000000\nSP:       00000000\nCPSR:     000001d3",
-    "xl dmesg": "(XEN) Xen version 4.17.5 (Debian 4.17.5+72-g01140da4e8-1)",
-    "xl list": "Name                                        ID   Mem VCPUs\tState\tTime(s)\n"
-               "Domain-0                                     0   512     1     r-----       3.1",
-}
+EARLY_TRAP = TRANSCRIPT.with_name("qemu-arm64-early-trap.log")
 
-PANIC_XEN = ["(XEN) ****************************************", "(XEN) Panic on CPU 0:",
-             "(XEN) Injected by xenlab's fault tests", "(XEN) ****************************************",
-             "(XEN) Manual reset required ('noreboot' specified)"]
-PANIC_DOM0 = ["[    1.234567] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
-              "[    1.234600] CPU: 0 PID: 1 Comm: swapper/0 Not tainted 6.1.0-50-cloud-arm64 #1"]
 
-NOISE = ("(XEN) d0v0: vGICD: unhandled word write 0x000000ffffffff to ICACTIVER4",
-         "[   12.345678] xen:balloon: Cannot add additional memory (-22)",
-         "[   12.400001] random: crng init done")
+def _lines(path: Path) -> list[str]:
+    lines = [l.rstrip("\r") for l in path.read_text(errors="replace").split("\n")]
+    return [l for l in lines if l.strip()]
 
-SCENARIOS = ("noisy-shell", "domu-silent", "clean", "hang-uboot", "hang-xen", "hang-dom0", "hang-shell", "xen-panic",
-             "dom0-panic", "garbage", "uboot-reset", "eof", "tftp-missing",
+
+def recorded_replies(*paths: Path) -> dict[str, tuple[str, int]]:
+    """Each command the harness typed in a recorded console (`_x MARK 'CMD'`), and what
+    the shell answered between its frames (`=MARK=B=` ... `=MARK=E=STATUS=`): the first
+    recording that has a command gives its reply."""
+    replies: dict[str, tuple[str, int]] = {}
+    for path in paths:
+        lines = _lines(path)
+        for i, line in enumerate(lines):
+            typed = re.search(r"_x (\w+) ('.*')$", line)
+            if not typed:
+                continue
+            cmd = shlex.split(typed.group(2))[0]
+            mark = typed.group(1)
+            begin = next((j for j in range(i, len(lines)) if lines[j] == f"={mark}=B="), None)
+            end = next((j for j in range(begin or i, len(lines))
+                        if lines[j].startswith(f"={mark}=E=")), None)
+            if begin is None or end is None:  # it never returned: Xen panicked under it
+                continue
+            status = int(lines[end].split("=")[3])
+            replies.setdefault(cmd, ("\n".join(lines[begin + 1:end]), status))
+    return replies
+
+
+def recorded_line(path: Path, pattern: str) -> str:
+    """The first line of a recorded console that matches `pattern`."""
+    return next(l for l in _lines(path) if re.search(pattern, l))
+
+
+def uboot_reply(path: Path, command: str) -> list[str]:
+    """What U-Boot printed for `command` in a recorded console, up to its next prompt."""
+    lines = _lines(path)
+    start = next(i for i, l in enumerate(lines) if command in l and l.startswith("=> "))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("=> "))
+    # The recorded run framed the command with its echo markers: the reply is inside.
+    reply = [l for l in lines[start + 1:end] if command not in l]
+    return [l for l in reply if not re.fullmatch(r"[A-Z]{8,}|\d+", l)]
+
+
+# Xen's and the kernel's lines that land between a shell's, recorded on the QEMU board
+# (tests/data/README.md): Dom0's vGICD writes (`xl dmesg`), a DomU's PSCI probe under
+# `xl create`, the kernel's RNG.
+NOISE = (recorded_line(EARLY_TRAP, r"^\(XEN\) d0v0: vGICD: unhandled word write .* ICACTIVER4$"),
+         recorded_line(DOMAIN_KILL_ASSERT, r"^\(XEN\) d1v0 Unhandled SMC/HVC"),
+         recorded_line(TRANSCRIPT, r"random: crng init done"))
+
+SHELL_REPLIES = recorded_replies(DOMAIN_KILL_ASSERT, EARLY_TRAP)
+NOT_FOUND = "-sh: {}: not found"  # BusyBox ash's words for a command it does not have
+TFTP_LOADED = uboot_reply(TRANSCRIPT, "tftpb 0x42000000 xen")
+TFTP_MISSING = uboot_reply(EARLY_TRAP, "tftpb 0x70000000 missing/dom0-kernel")
+
+SCENARIOS = ("noisy-shell", "domu-silent", "clean", "hang-uboot", "hang-xen", "hang-dom0", "hang-shell",
+             "garbage", "uboot-reset", "eof", "tftp-missing",
              "xen-dom0-construction-panic", "xen-silent", "dom0-wrong-root", "tester-rootfs",
              "xen-panic-in-shell")
 
@@ -75,11 +110,6 @@ def _segments() -> tuple[list[str], list[str]]:
     return lines[:a_end + 1], boot
 
 
-def _lines(path: Path) -> list[str]:
-    lines = [l.rstrip("\r") for l in path.read_text(errors="replace").split("\n")]
-    return [l for l in lines if l.strip()]
-
-
 def boot_stream(scenario: str) -> tuple[list[bytes], bool]:
     """The chunks the board prints after `booti`, and whether a shell follows."""
     _, boot = _segments()
@@ -99,8 +129,6 @@ def boot_stream(scenario: str) -> tuple[list[bytes], bool]:
         boot, shell = boot[:idx["linux"] + 20], False
     elif scenario == "hang-shell":
         shell = False
-    elif scenario == "xen-panic":
-        boot, shell = boot[:idx["xen"] + 5] + PANIC_XEN, False
     elif scenario == "xen-dom0-construction-panic":
         # Recorded on the QEMU board with Dom0's memory_mb at 1900 of 2048 MiB: Xen panics
         # while it builds Dom0, after "LOADING DOMAIN 0" (tests/data/README).
@@ -115,8 +143,6 @@ def boot_stream(scenario: str) -> tuple[list[bytes], bool]:
     elif scenario == "tester-rootfs":
         # A Dom0 rootfs of the tester's: the same boot without xenlab's ready marker.
         boot = boot[:idx["ready"]]
-    elif scenario == "dom0-panic":
-        boot, shell = boot[:idx["linux"] + 30] + PANIC_DOM0, False
     elif scenario == "uboot-reset":
         first, _ = _segments()
         boot, shell = boot[:idx["xen"] + 10] + first, False
@@ -303,7 +329,7 @@ class FakeBoard:
             if cmd.startswith("tftpb"):
                 out, status = self._tftp(cmd.split()[-1])
             if self.scenario == "tftp-missing" and cmd.startswith("tftpb") and "dom0-kernel" in cmd:
-                out, status = "TFTP error: 'File not found' (1)\r\nNot retrying...\r\n", 1
+                out, status = "".join(l + "\r\n" for l in TFTP_MISSING), 1
             self._send(f"{marker}\r\n{out}{status}\r\n{marker}\r\n".encode() + UBOOT_PROMPT)
             return
         plain = re.match(r"echo '(\w+)''(\w+)'$", line)
@@ -312,15 +338,18 @@ class FakeBoard:
         self._send(UBOOT_PROMPT)
 
     def _tftp(self, name: str) -> tuple[str, int]:
-        """What U-Boot 2023.01's tftpb prints for a file the server has, or does not."""
+        """What U-Boot 2023.01's tftpb printed on the QEMU board for a file the server has
+        (the golden console's load of `xen`, with this file's name and size), or does not
+        (the early-trap recording's `missing/dom0-kernel`)."""
         for d in self.serve:
             path = Path(d) / name
             if path.is_file():
                 size = path.stat().st_size
-                return (f"Using virtio-net#32 device\r\nTFTP from server 10.0.2.2; our IP address "
-                        f"is 10.0.2.15\r\nFilename '{name}'.\r\nLoading: ##########\r\n\t "
-                        f"40 MiB/s\r\ndone\r\nBytes transferred = {size} ({size:x} hex)\r\n"), 0
-        return "TFTP error: 'File not found' (1)\r\nNot retrying...\r\n", 1
+                reply = [f"Filename '{name}'." if l.startswith("Filename ") else
+                         f"Bytes transferred = {size} ({size:x} hex)" if l.startswith("Bytes ")
+                         else l for l in TFTP_LOADED]
+                return "".join(l + "\r\n" for l in reply), 0
+        return "".join(l + "\r\n" for l in TFTP_MISSING), 1
 
     def _xen_and_dom0(self) -> None:
         chunks, shell = boot_stream(self.scenario)
@@ -350,10 +379,10 @@ class FakeBoard:
                 self._panic_in_command(m.group(1))
                 return
             if m:
-                cmd = m.group(2)
-                out = SHELL_OUTPUT.get(cmd)
-                status = 0 if out is not None else 127
-                out = out if out is not None else f"sh: {cmd.split()[0]}: not found"
+                cmd = shlex.split(f"'{m.group(2)}'")[0]
+                # What the real shell answered to that command (recorded_replies); one it
+                # was never asked answers like a shell without that command.
+                out, status = SHELL_REPLIES.get(cmd, (NOT_FOUND.format(cmd.split()[0]), 127))
                 body = out.replace("\n", "\r\n")
                 if self.scenario == "noisy-shell":
                     # Xen and the kernel print on the same UART, between any two lines.
