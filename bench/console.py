@@ -109,6 +109,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("--ingest", type=float, default=4.0, metavar="MB")
     args = parser.parse_args()
+    failed = []  # the measurements of xenlab's own readers that did not complete
     print(f"{'pattern':18} {'before s':>9} {'after s':>9} {'ratio':>7}")
     for name, piece in PATHOLOGICAL.items():
         text = (piece * (args.size // len(piece) + 1))[:args.size]
@@ -117,6 +118,8 @@ def main() -> int:
         new = timed(lambda: (monitors.classify(text, "dom0"),
                              diagnose.toolstack_signature(text)), args.timeout)
         ratio = "-" if old is None or not new else f"{old / new:.1f}x"
+        if new is None:
+            failed.append(f"classifying {name}")
         print(f"{name:18} {show(old, args.timeout):>9} {show(new, args.timeout):>9} {ratio:>7}",
               flush=True)
 
@@ -137,6 +140,8 @@ def main() -> int:
         seconds = timed(lambda: console.expect(patterns, timeout=args.timeout * 2), args.timeout)
         target.deactivate(console)
         print(f"  {label:22} {show(seconds, args.timeout):>9} s", flush=True)
+        if windowed and seconds is None:
+            failed.append("WindowedExpect never found the marker in the flood")
 
     payload = console_text(int(args.ingest * 1e6)) + FLOOD_END
     print(f"\n{len(payload) / 1e6:.1f} MB of console through ser2net into SerialDriver:")
@@ -146,7 +151,11 @@ def main() -> int:
         new, intact = ingest(protocol, True, payload, args.timeout)
         print(f"  {protocol:9} {old / 1e6:9.3f} {new / 1e6:9.3f} {new / old:6.0f}x  {intact}",
               flush=True)
-    return 0
+        if not intact:
+            failed.append(f"{protocol}: the console log is not the bytes sent")
+    for what in failed:
+        print(f"bench/console.py: FAILED: {what}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
