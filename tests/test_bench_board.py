@@ -132,44 +132,6 @@ def test_tftp_server_down_is_a_tftp_error(bench, tmp_path):
     assert _power_state(bench) == "off"  # a failed run does not leave the board on
 
 
-# ------------------------------------------------ an emulated real board wired as in a lab
-
-H3 = "bench-nanopi-neo"
-
-
-@pytest.fixture(scope="module")
-def h3_bench(tmp_path_factory):
-    try:
-        b = Bench(tmp_path_factory.mktemp("h3-bench"))
-    except FarmError as exc:
-        pytest.fail(f"bench lab: {exc}", pytrace=False)
-    yield b
-    b.close()
-
-
-def test_nanopi_neo_boots_through_the_labs_own_services(h3_bench, tmp_path):
-    """Issue 25: the H3 on its SoC's machine, its U-Boot on the card SDCardImageDriver
-    writes, its files from atftpd over the board's own EMAC, its UART through ser2net,
-    its power an ExternalPowerDriver script: the smoke test passes, as on farm.yaml."""
-    proc, results, seconds = timed_smoke("bench-nanopi-neo.yaml", tmp_path, h3_bench.env())
-    assert proc.returncode == 0, explain(proc)
-    rec, run_dir = record(results, H3)
-    assert rec["verdict"] == "PASS", rec
-    assert [s["name"] for s in rec["steps"]] == STEPS
-    assert rec["profile"] == "nanopi-neo" and rec["arch"] == "arm32"
-    assert rec["info"]["boot_medium"] == "TFTP" and rec["info"]["firmware"].startswith("U-Boot")
-    console = (run_dir / "console.log").read_text(errors="replace")
-    assert "U-Boot SPL" in console  # the boot ROM ran the card's SPL: nothing lost before ser2net
-    assert f"TFTP from server {h3_bench.addr}" in console
-    assert "ethernet@1c30000" in console  # the H3's EMAC, not a virtio NIC
-    served = (h3_bench.dir / "atftpd.log").read_text()
-    assert re.search(rf"Serving {run_dir.name}/xen to 127\.0\.0\.1", served), served[-2000:]
-    trace = (h3_bench.dir / "uart.trace").read_text(errors="replace")
-    assert "U-Boot SPL" in trace and "Xen version 4.17" in trace
-    assert _power_state(h3_bench) == "off"
-    print(f"nanopi-neo bench smoke: {seconds:.1f} s")
-
-
 def test_bench_qemu_takes_a_board_after_the_separator(tmp_path, busy_port):
     proc = subprocess.run([BENCH_QEMU, "on", "--state", str(tmp_path), "--serial",
                            "127.0.0.1:1", "--", "sh", "-c", "reboot"],

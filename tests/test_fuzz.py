@@ -23,7 +23,7 @@ from xenlab.plan.profile import load_profile
 
 REPO = Path(__file__).resolve().parent.parent
 BOARDS = ["qemu-virt-arm64", "qemu-virt-arm32", "rpi4", "zcu102", "juno-r2", "cubieboard2"]
-FARMS = ["farm.yaml", "farm-examples.yaml", "remote.yaml", "bench.yaml"]
+FARMS = ["farm.yaml", "farm-examples.yaml", "remote.yaml", "bench.yaml", "bench-zcu102.yaml"]
 
 
 def targets(tmp: Path) -> dict:

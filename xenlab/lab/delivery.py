@@ -23,7 +23,7 @@ from .. import schema
 from ..errors import XenlabError
 from ..plan.bootplan import BootPlan
 from ..plan.firmware import describe as describe_firmware
-from ..plan.profile import FIXUP_SCHEMA, BoardProfile, Fixup, check_cmdline
+from ..plan.profile import FIXUP_SCHEMA, Fixup, check_cmdline
 from ..plan.loadnames import FILENAME_RE, staged_in
 from .failures import one_line
 
@@ -88,8 +88,7 @@ def deliver(strategy, plan: BootPlan) -> BootPlan:
         except XenlabError as exc:  # a missing tool, a full disk: the lab's, not the board's
             raise DeliveryFailed("sdcard-write-failed", str(exc)) from None
     if strategy.uboot is None:
-        strategy.loader_dir = load_direct(strategy.target.name, strategy.power, plan,
-                                          strategy.profile)
+        strategy.loader_dir = load_direct(strategy, plan)
     return plan
 
 
@@ -123,19 +122,31 @@ def stage_tftp(tftp, plan: BootPlan, target: str) -> None:
         (root / plan.load_dir / STAGING_MARK).write_text(target)
 
 
-def load_direct(target: str, power, plan: BootPlan, profile: BoardProfile):
-    """No U-Boot: the power driver's emulator loads the plan itself.
+def load_direct(strategy, plan: BootPlan):
+    """No U-Boot: QEMU's loader places the plan, handed its arguments by XenQEMUDriver or,
+    for a board the lab's power script starts, in the target's QEMULoaderFile.
 
     Returns the temporary directory holding the edited DTB; it must live as long
     as the board is powered (QEMU reads it at start, and again at a reset).
     """
-    if not hasattr(power, "loader_args"):
+    target, power, loader = strategy.target.name, strategy.power, strategy.loader
+    if loader is None and not hasattr(power, "loader_args"):
         raise XenlabError(f"target {target}: no UBootDriver, and its power driver "
                           f"{type(power).__name__} cannot load files itself (only "
-                          "XenQEMUDriver can)")
+                          "XenQEMUDriver can; or give the target a QEMULoaderFileDriver)")
     workdir = tempfile.TemporaryDirectory(prefix="xenlab-loader-")
-    dtb = plan.offline_dtb(Path(workdir.name) / f"{profile.name}.dtb")
-    power.loader_args = plan.qemu_loader_args(dtb)
+    dtb = plan.offline_dtb(Path(workdir.name) / f"{strategy.profile.name}.dtb")
+    args = plan.qemu_loader_args(dtb)
+    if loader is not None:
+        strategy.target.activate(loader)
+        try:
+            loader.write(args)
+        except OSError as exc:
+            workdir.cleanup()
+            raise DeliveryFailed("loader-write-failed", f"QEMU loader file "
+                                 f"{loader.file.path}: {one_line(exc)}") from None
+    else:
+        power.loader_args = args
     return workdir
 
 

@@ -18,20 +18,25 @@ from labgrid.step import step
 from ..plan.sdcard import CardImage, write_card
 
 
-@target_factory.reg_resource
 @attr.s(eq=False)
-class SDCardImage(Resource):
-    """An SD card image file; `boot/` beside it holds the card's ROM-firmware files.
-
-    Args:
-        path (str): the image file (its directory is the card's own)
-    """
+class HostFile(Resource):
+    """A file on this host that a driver writes for the board before power-on."""
 
     path = attr.ib(validator=attr.validators.instance_of(str))
 
     def __attrs_post_init__(self):
         super().__attrs_post_init__()
         self.avail = True  # a file this host writes: always there
+
+
+@target_factory.reg_resource
+@attr.s(eq=False)
+class SDCardImage(HostFile):
+    """An SD card image file; `boot/` beside it holds the card's ROM-firmware files.
+
+    Args:
+        path (str): the image file (its directory is the card's own)
+    """
 
 
 @target_factory.reg_driver

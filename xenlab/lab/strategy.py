@@ -29,7 +29,7 @@ from ..plan.prepare import PreparedBoard, prepare
 from . import delivery
 from .console import ConsoleRecorder, bound_search_window, console_where
 from .failures import command_why, one_line
-from .sdcard import SDCardImageDriver  # noqa: F401  (registers SDCardImage{,Driver} for farm files)
+from . import loaderfile, sdcard  # noqa: F401  (register their resources and drivers for farm files)
 from .monitors import (MONITORS, STAGE_MARKERS, alarm_failure, closed_failure, uboot_reply_failure,
                        xen_markers)
 
@@ -78,12 +78,12 @@ class XenStrategy(Strategy):
     bindings = {
         "power": "PowerProtocol",
         "console": "ConsoleProtocol",
-        # None: no firmware QEMU can run (ZynqMP's needs Xilinx's PMU firmware); QEMU's
-        # own loader then places the plan's files (BootPlan.qemu_loader_args).
+        # None: no firmware QEMU can run; QEMU's loader places the plan's files (delivery).
         "uboot": {"UBootDriver", None},
         "shell": "XenShellDriver",
         "tftp": {"TFTPProviderDriver", None},
         "sdcard": {"SDCardImageDriver", None},  # an emulated board's card, written per run
+        "loader": {"QEMULoaderFileDriver", None},  # QEMU's loader list, for a power script
     }
     board = attr.ib(default="", validator=attr.validators.instance_of(str))
     image_set = attr.ib(default="", validator=attr.validators.instance_of(str))
