@@ -8,6 +8,9 @@ record and console kept.
 import re
 import socket
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from labgrid import Environment
@@ -180,3 +183,30 @@ def test_health_check_refuses_an_unknown_depth(bench_env):
     target = bench_env().get_target(BOARD)
     with pytest.raises(XenlabError, match="depth"):
         health.health_check(target, "xen")
+
+
+def test_bench_up_twice_is_refused_and_down_stops_both_services(tmp_path):
+    """A second `xenlab bench up DIR` would start a second atftpd and ser2net and orphan
+    the first pair (their pidfiles overwritten): it is refused in one line instead."""
+    def xenlab(*args):
+        return subprocess.run([sys.executable, "-m", "xenlab.cli", "bench", *args, str(tmp_path)],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+    up = xenlab("up")
+    assert up.returncode == 0, up.stderr
+    pids = {n: int((tmp_path / f"{n}.pid").read_text()) for n in ("atftpd", "ser2net")}
+    try:
+        again = xenlab("up")
+        assert again.returncode != 0
+        assert again.stderr.strip().splitlines() == [
+            f"xenlab: error: bench {tmp_path} is already up (atftpd pid {pids['atftpd']}): "
+            f"`xenlab bench down {tmp_path}` first"], again.stderr
+        assert {n: int((tmp_path / f"{n}.pid").read_text()) for n in pids} == pids
+    finally:
+        assert xenlab("down").returncode == 0
+    for pid in pids.values():
+        for _ in range(50):
+            if not Path(f"/proc/{pid}/cmdline").exists() or not Path(f"/proc/{pid}/cmdline").read_bytes():
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"pid {pid} still runs after bench down")

@@ -38,6 +38,11 @@ def start_bench_serial(state: Path, serial_port: int, uart: str) -> Service:
 def bench_up(state: Path) -> dict[str, str]:
     """The bench board's atftpd and ser2net, started for bench.yaml; the LG_BENCH_* it reads."""
     state = Path(state).resolve()
+    for name in ("atftpd", "ser2net"):  # a second `up` would orphan the first's services
+        pid = _running(state / f"{name}.pid", name)
+        if pid is not None:
+            raise FarmError(f"bench {state}", "bench-busy", f"bench {state} is already up "
+                            f"({name} pid {pid}): `xenlab bench down {state}` first")
     addr = free_tftp_address()
     tftp = start_atftpd(state / "tftp", addr, state / "atftpd.log")
     (state / "atftpd.pid").write_text(str(tftp.proc.pid))
@@ -53,14 +58,23 @@ def bench_up(state: Path) -> dict[str, str]:
             "LG_BENCH_TFTP_ADDR": addr}
 
 
-def _stop(pidfile: Path, name: str) -> None:
-    """SIGTERM the pid in `pidfile` if that process is still our `name`."""
+def _running(pidfile: Path, name: str) -> int | None:
+    """The pid in `pidfile` if that process is still our `name`."""
     try:
         pid = int(pidfile.read_text())
-        if any(name in arg for arg in cmdline(pid) or []):
-            os.kill(pid, signal.SIGTERM)
     except (OSError, ValueError):
-        pass
+        return None
+    return pid if any(name in arg for arg in cmdline(pid) or []) else None
+
+
+def _stop(pidfile: Path, name: str) -> None:
+    """SIGTERM the pid in `pidfile` if that process is still our `name`."""
+    pid = _running(pidfile, name)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
     pidfile.unlink(missing_ok=True)
 
 
