@@ -20,6 +20,7 @@ from ..run.record import default_results_dir
 from .bisect import cmd_bisect
 from .matrix import cmd_matrix
 from . import board
+from .labcmd import cmd_lab
 from .arguments import (ArgumentParser, existing_dir, existing_file, output_dir, output_file,
                         port, positive_int, run_name, seconds, text, writable_dir)
 from .commands import (cmd_bench, cmd_dashboard, cmd_doctor, cmd_health, cmd_images_build,
@@ -243,6 +244,15 @@ def build_parser() -> ArgumentParser:
     be.add_argument("action", choices=["up", "down"])
     be.add_argument("dir", type=output_dir)
     be.set_defaults(func=cmd_bench)
+
+    la = sub.add_parser("lab", help="a lab of several hosts on this machine: a coordinator, and "
+                                    "per host a network namespace with its exporter, ser2net, "
+                                    "atftpd and a QEMU board (needs root)")
+    la.add_argument("action", choices=["up", "down"])
+    la.add_argument("--hosts", type=positive_int, default=3, help="lab hosts (up; default 3)")
+    la.add_argument("--dir", type=output_dir, default=Path("build/lab"),
+                    help="the lab's state, logs and farm file (default: build/lab)")
+    la.set_defaults(func=cmd_lab)
     return ap
 
 

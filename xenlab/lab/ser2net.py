@@ -80,11 +80,12 @@ def render(connections: list[Connection]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _inode(host: str, port: int) -> str | None:
-    """The inode of the socket listening on host:port (TCP, IPv4), if any."""
+def _inode(host: str, port: int, pid: int | str = "self") -> str | None:
+    """The inode of the socket listening on host:port (TCP, IPv4), if any, in the
+    network namespace of process `pid`."""
     want = "%08X:%04X" % (int.from_bytes(socket.inet_aton(host), "little"), port)
     try:
-        with open("/proc/net/tcp") as f:
+        with open(f"/proc/{pid}/net/tcp") as f:
             for line in f.readlines()[1:]:
                 fields = line.split()
                 if fields[1] == want and fields[3] == "0A":  # LISTEN
@@ -95,7 +96,7 @@ def _inode(host: str, port: int) -> str | None:
 
 
 def _listens(pid: int, host: str, port: int) -> bool:
-    inode = _inode(host, port)
+    inode = _inode(host, port, pid)
     if inode is None:
         return False
     try:
@@ -119,8 +120,10 @@ def ser2net_binary() -> str:
     return binary
 
 
-def start_ser2net(connections: list[Connection], state: Path, timeout: float = 10.0) -> Service:
-    """ser2net serving `connections`, its config, log and pidfile in `state`."""
+def start_ser2net(connections: list[Connection], state: Path, timeout: float = 10.0,
+                  netns: str | None = None) -> Service:
+    """ser2net serving `connections`, its config, log and pidfile in `state` (in network
+    namespace `netns`: a lab host's)."""
     binary = ser2net_binary()
     state = Path(state)
     state.mkdir(parents=True, exist_ok=True)
@@ -129,7 +132,8 @@ def start_ser2net(connections: list[Connection], state: Path, timeout: float = 1
     # -n: foreground, our child; -u: no UUCP lock files (they are for ttys
     # shared with other programs, and /var/lock may not be ours).
     svc = Service("ser2net", [binary, "-n", "-u", "-c", str(config),
-                              "-P", str(state / "ser2net.pid")], state / "ser2net.log")
+                              "-P", str(state / "ser2net.pid")], state / "ser2net.log",
+                  netns=netns)
     deadline = time.monotonic() + timeout
     while True:
         missing = [c for c in connections if not _listens(svc.proc.pid, c.host, c.port)]
@@ -138,8 +142,10 @@ def start_ser2net(connections: list[Connection], state: Path, timeout: float = 1
         if not svc.alive() or time.monotonic() > deadline:
             # ser2net 4.3 neither exits nor says why (it logs to syslog) when an
             # accepter cannot bind, and then ignores SIGTERM: say which port, kill it.
+            # Who holds the port is read in ser2net's namespace, while ser2net is there.
+            where = svc.proc.pid if svc.alive() else "self"
+            taken = [c.address for c in missing if _inode(c.host, c.port, where)]
             svc.stop(timeout=1.0)
-            taken = [c.address for c in missing if _inode(c.host, c.port)]
             why = (f"{', '.join(taken)} taken by another process" if taken else
                    ([l.strip() for l in svc.output().splitlines()
                      if l.strip() and "mdns" not in l][-1:] or ["no output"])[0])

@@ -47,13 +47,15 @@ class Service:
     """A lab daemon we started, its output in a log file, stopped by its own pid."""
 
     def __init__(self, name: str, cmd: list[str], log: Path, cwd: Path | None = None,
-                 env: dict | None = None):
+                 env: dict | None = None, netns: str | None = None):
         self.name = name
-        self.cmd = cmd
+        self.netns = netns
+        # `ip netns exec` enters the namespace and execs the daemon: the pid stays its own.
+        self.cmd = cmd if netns is None else ["ip", "netns", "exec", netns, *cmd]
         self.log = Path(log)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, cwd=cwd,
                                          env=dict(os.environ, **(env or {})),
                                          start_new_session=True)
@@ -101,18 +103,20 @@ class Service:
         self.stop()
 
 
-def _udp_bound(addr: str, port: int) -> bool:
+def _udp_bound(addr: str, port: int, pid: int | str = "self") -> bool:
+    """Whether a UDP socket is bound to addr:port in the network namespace of `pid`."""
     want = "%08X:%04X" % (int.from_bytes(socket.inet_aton(addr), "little"), port)
     try:
-        with open("/proc/net/udp") as f:
+        with open(f"/proc/{pid}/net/udp") as f:
             return any(line.split()[1] == want for line in f.readlines()[1:])
     except OSError:
         return False
 
 
 def start_atftpd(root: Path, address: str, log: Path, port: int = 69,
-                 timeout: float = 10.0) -> Service:
-    """Debian's atftpd serving `root` on address:port, in the foreground (our child)."""
+                 timeout: float = 10.0, netns: str | None = None) -> Service:
+    """Debian's atftpd serving `root` on address:port, in the foreground (our child), in
+    network namespace `netns` if given."""
     binary = shutil.which("atftpd") or "/usr/sbin/atftpd"
     if not os.path.exists(binary):
         raise FarmError("tftp", "harness-config",
@@ -125,9 +129,9 @@ def start_atftpd(root: Path, address: str, log: Path, port: int = 69,
     svc = Service("atftpd", [binary, "--daemon", "--no-fork", "--port", str(port),
                              "--bind-address", address, "--user", user, "--group", group,
                              "--logfile", "-", "--verbose=5", "--no-multicast", str(root)],
-                  log)
+                  log, netns=netns)
     deadline = time.monotonic() + timeout
-    while not _udp_bound(address, port):
+    while not _udp_bound(address, port, svc.proc.pid):
         if not svc.alive() or time.monotonic() > deadline:
             svc.stop()
             tail = [l for l in svc.output().splitlines() if l.strip()][-1:] or ["no output"]
@@ -137,22 +141,23 @@ def start_atftpd(root: Path, address: str, log: Path, port: int = 69,
     return svc
 
 
-def start_coordinator(workdir: Path, port: int, timeout: float = 30.0) -> Service:
-    """labgrid-coordinator on 127.0.0.1:port; it keeps places.yaml in `workdir`."""
+def start_coordinator(workdir: Path, port: int, timeout: float = 30.0,
+                      host: str = "127.0.0.1") -> Service:
+    """labgrid-coordinator on host:port; it keeps places.yaml in `workdir`."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     svc = Service("coordinator", [labgrid_tool("labgrid-coordinator"), "--listen",
-                                  f"127.0.0.1:{port}"], workdir / "coordinator.log",
+                                  f"{host}:{port}"], workdir / "coordinator.log",
                   cwd=workdir, env={"GRPC_ENABLE_FORK_SUPPORT": "0", "PYTHONUNBUFFERED": "1"})
     svc.wait_for(r"Coordinator ready", timeout, component="coordinator")
     return svc
 
 
 def start_exporter(config: Path, coordinator: str, name: str, log: Path,
-                   timeout: float = 30.0) -> Service:
+                   timeout: float = 30.0, netns: str | None = None) -> Service:
     svc = Service("exporter", [labgrid_tool("labgrid-exporter"), "--coordinator", coordinator,
                                "-n", name, str(config)], log, cwd=Path(config).parent,
-                  env={"GRPC_ENABLE_FORK_SUPPORT": "0", "PYTHONUNBUFFERED": "1"})
+                  env={"GRPC_ENABLE_FORK_SUPPORT": "0", "PYTHONUNBUFFERED": "1"}, netns=netns)
     svc.wait_for(r"connected to coordinator", timeout, component="exporter")
     return svc
 

@@ -1,0 +1,141 @@
+"""Issue 30, first part: a lab of several hosts on one machine (`xenlab lab up --hosts N`).
+
+A real labgrid coordinator on a bridge, and per lab host a network namespace
+with its own exporter, ser2net and atftpd; a QEMU board per host, started in its
+host's namespace by the power script; a farm file reaching each as a RemotePlace.
+`xenlab lab down` leaves no namespace, interface, process or place behind.
+Needs root (network namespaces): without it this fails, it does not skip.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.farmlab import REPO, STEPS, explain, record
+
+HOSTS = 3
+
+
+def xenlab(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "xenlab.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _netns_inode(pid) -> int:
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab_dir = tmp_path_factory.mktemp("lab")
+    up = xenlab("lab", "up", "--hosts", str(HOSTS), "--dir", str(lab_dir))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield lab_dir, json.loads((lab_dir / "lab.json").read_text()), up.stdout
+    finally:
+        down = xenlab("lab", "down", "--dir", str(lab_dir))
+        assert down.returncode == 0, down.stderr
+
+
+def test_each_host_is_a_namespace_with_its_own_services(lab):
+    lab_dir, state, out = lab
+    assert os.geteuid() == 0, "network namespaces need root"
+    assert len(state["hosts"]) == HOSTS and len(state["places"]) == HOSTS
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    by_ns = {}
+    for svc in state["services"]:
+        assert Path(f"/proc/{svc['pid']}/cmdline").read_bytes(), svc  # running
+        by_ns.setdefault(svc["netns"], []).append(svc["name"])
+        if svc["netns"] is None:
+            assert _netns_inode(svc["pid"]) == _netns_inode("self")
+        else:
+            assert svc["netns"] in names
+            assert _netns_inode(svc["pid"]) == os.stat(f"/run/netns/{svc['netns']}").st_ino
+    assert by_ns.pop(None) == ["coordinator"]
+    assert sorted(by_ns) == sorted(h["netns"] for h in state["hosts"])
+    assert all(sorted(v) == ["atftpd", "exporter", "ser2net"] for v in by_ns.values()), by_ns
+    addrs = [h["addr"] for h in state["hosts"]]
+    assert len(set(addrs)) == HOSTS and all(a.startswith(state["subnet"].rsplit(".", 1)[0])
+                                            for a in addrs)
+    assert f"export LG_COORDINATOR={state['coordinator']}" in out
+
+
+def test_every_board_is_a_tagged_place_on_the_coordinator(lab):
+    lab_dir, state, _ = lab
+    for h in state["hosts"]:
+        show = subprocess.run([str(Path(sys.executable).parent / "labgrid-client"), "-x",
+                               state["coordinator"], "-p", h["place"], "show"],
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, GRPC_ENABLE_FORK_SUPPORT="0"))
+        assert show.returncode == 0, show.stderr
+        assert f"tags: board=qemu-bench-arm64, host={h['name']}" in show.stdout
+        # The exporter of that host, in its namespace, offers the board's UART there.
+        assert f"'host': '{h['addr']}'" in show.stdout and "'avail': True" in show.stdout
+
+
+def test_a_second_up_on_the_same_directory_is_refused(lab):
+    lab_dir, _, _ = lab
+    again = xenlab("lab", "up", "--hosts", "1", "--dir", str(lab_dir))
+    assert again.returncode != 0
+    assert again.stderr.strip().splitlines() == [
+        f"xenlab: error: a lab is already up in {lab_dir} "
+        f"(`xenlab lab down --dir {lab_dir}` first)"], again.stderr
+
+
+def test_the_smoke_test_passes_on_a_board_of_another_host(lab, tmp_path):
+    """host2's board: its QEMU in host2's namespace, its console through host2's ser2net
+    across the bridge, its files from host2's atftpd."""
+    lab_dir, state, _ = lab
+    host = state["hosts"][1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LG_", "XENLAB_", "PYTEST_"))}
+    env.update(LG_COORDINATOR=state["coordinator"], GRPC_ENABLE_FORK_SUPPORT="0")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--lg-env", str(lab_dir / "farm.yaml"),
+                           str(REPO / "testcases"), "--xenlab-target", host["place"],
+                           "--xenlab-results", str(tmp_path), "--xenlab-tester", "ci",
+                           "-p", "no:cacheprovider", "-q"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, explain(proc)
+    rec, run_dir = record(tmp_path, host["place"])
+    assert rec["verdict"] == "PASS" and [s["name"] for s in rec["steps"]] == STEPS, rec
+    console = (run_dir / "console.log").read_text(errors="replace")
+    assert f"TFTP from server {host['addr']}" in console
+    bridge_addr = state["coordinator"].rsplit(":", 1)[0]
+    trace = (Path(host["state"]) / "uart.trace").read_text(errors="replace")
+    assert re.search(rf"OPEN \(ipv4,{re.escape(bridge_addr)},\d+\)", trace), trace[:300]
+    assert "Xen version 4.17" in trace
+    served = (lab_dir / host["name"] / "atftpd.log").read_text()
+    assert re.search(rf"Serving {run_dir.name}/xen to {re.escape(host['addr'])}", served), \
+        served[-1500:]
+    for other in (state["hosts"][0], state["hosts"][2]):  # the other hosts served nothing
+        assert "Serving" not in (lab_dir / other["name"] / "atftpd.log").read_text()
+
+
+def test_down_leaves_no_namespace_interface_process_or_place(tmp_path):
+    up = xenlab("lab", "up", "--hosts", "2", "--dir", str(tmp_path))
+    assert up.returncode == 0, up.stderr
+    state = json.loads((tmp_path / "lab.json").read_text())
+    down = xenlab("lab", "down", "--dir", str(tmp_path))
+    assert down.returncode == 0 and down.stdout.strip() == f"lab: down in {tmp_path}", down
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert f"xenlab-{state['id']}-" not in names
+    assert f"xl{state['id']}" not in links
+    for svc in state["services"]:  # gone, or a zombie waiting for its reaper
+        path = Path(f"/proc/{svc['pid']}/cmdline")
+        assert not path.exists() or not path.read_bytes(), svc
+    assert not (tmp_path / "lab.json").exists() and not (tmp_path / "farm.yaml").exists()
+    assert not (tmp_path / "coordinator").exists()  # its places.yaml with it
+    again = xenlab("lab", "down", "--dir", str(tmp_path))
+    assert again.returncode == 0 and "nothing up" in again.stdout
+
+
+def test_hosts_out_of_range_are_refused_in_one_line(tmp_path):
+    proc = xenlab("lab", "up", "--hosts", "17", "--dir", str(tmp_path))
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == ["xenlab: error: lab: --hosts 17: from 1 to 16"]
+    assert not (tmp_path / "lab.json").exists()
