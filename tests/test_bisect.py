@@ -324,14 +324,13 @@ def test_a_hostile_bisection_state_is_one_line_for_resume_and_listed_by_the_dash
     else:
         with state.open("wb") as f:
             f.truncate(17 << 20)
-    started = time.monotonic()
+    # A FIFO or a runaway parse would hang: each command has 30 s, a hang fails it.
     resume = subprocess.run([*XENLAB, "bisect", "--resume", kind, "--results", str(results)],
                             cwd=REPO, capture_output=True, text=True, timeout=30)
     one_line(resume, str(state), why)
     built = subprocess.run([*XENLAB, "dashboard", "--results", str(results), "--out",
                             str(tmp_path / "dash")], cwd=REPO, capture_output=True, text=True,
                            timeout=30)
-    assert time.monotonic() - started < 10  # two interpreter starts; a hang would be 30 s
     assert built.returncode == 0 and "Traceback" not in built.stderr, built.stderr
     index = (tmp_path / "dash" / "index.html").read_text()
     assert why.split(" (")[0] in index and kind in index

@@ -10,8 +10,10 @@ Needs root (network namespaces): without it this fails, it does not skip.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,44 @@ def test_hosts_out_of_range_are_refused_in_one_line(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == ["xenlab: error: lab: --hosts 17: from 1 to 16"]
     assert not (tmp_path / "lab.json").exists()
+
+
+def test_a_host_lost_mid_boot_is_the_labs_error_and_the_others_finish(lab, tmp_path):
+    """A night over the lab's three boards, two at a time; host1 dies (everything in its
+    namespace killed) while its Xen boots: host1's board is ERROR lab-host-lost with its
+    record and console kept, the other hosts' boards PASS. Last: host1 stays dead."""
+    lab_dir, state, _ = lab
+    lost = state["hosts"][0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LG_", "XENLAB_", "PYTEST_"))}
+    env.update(LG_COORDINATOR=state["coordinator"], GRPC_ENABLE_FORK_SUPPORT="0")
+    night = subprocess.Popen([sys.executable, "-m", "xenlab.cli", "nightly", "--farm",
+                              str(lab_dir / "farm.yaml"), "--results", str(tmp_path), "--jobs", "2",
+                              "--health", "none", "--tester", "nightly"], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not any("Xen version" in c.read_text(errors="replace")
+                      for c in (tmp_path / lost["place"]).glob("*/console.log")):
+            assert night.poll() is None and time.monotonic() < deadline, "host1's Xen never started"
+            time.sleep(0.2)
+        pids = subprocess.run(["ip", "netns", "pids", lost["netns"]], capture_output=True,
+                              text=True).stdout.split()
+        assert len(pids) >= 4  # its exporter, ser2net, atftpd and the board's QEMU
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        out, _ = night.communicate(timeout=900)
+    finally:
+        if night.poll() is None:
+            night.kill()
+    verdicts = {}
+    for h in state["hosts"]:
+        rec, run_dir = record(tmp_path, h["place"])
+        verdicts[h["place"]] = (rec["verdict"], rec["classification"])
+        if h is lost:
+            bad = next(s for s in rec["steps"] if s["status"] == "ERROR")
+            assert bad["message"].startswith(f"lab host {lost['name']} of place "
+                                             f"{lost['place']} lost"), bad
+            assert "Xen version" in (run_dir / "console.log").read_text(errors="replace")
+    assert verdicts == {lost["place"]: ("ERROR", "lab-host-lost"),
+                        **{h["place"]: ("PASS", None) for h in state["hosts"][1:]}}, out[-3000:]

@@ -177,7 +177,7 @@ def test_released_on_ctrl_c_and_sigterm(exporter_up, sig):
 
 
 def test_exporter_lost_mid_run(exporter_up, tmp_path):
-    """The exporter dies while the board boots: ERROR exporter-lost, the place released."""
+    """The exporter dies while the board boots: ERROR lab-host-lost, the place released."""
     lab = exporter_up
     run_id = "lost-exporter"
     console = tmp_path / BOARD / run_id / "console.log"
@@ -197,9 +197,9 @@ def test_exporter_lost_mid_run(exporter_up, tmp_path):
         lab.start_exporter()
     assert proc.returncode != 0, out[-3000:]
     rec, run_dir = record(tmp_path)
-    assert (rec["verdict"], rec["classification"]) == ("ERROR", "exporter-lost"), rec
+    assert (rec["verdict"], rec["classification"]) == ("ERROR", "lab-host-lost"), rec
     bad = next(s for s in rec["steps"] if s["status"] == "ERROR")
-    assert bad["message"].startswith(f"exporter benchhost of place {PLACE} is not connected")
+    assert bad["message"].startswith(f"lab host benchhost of place {PLACE} lost: its exporter is not connected")
     assert console.exists() and run_dir.name == run_id
     _released(lab)
     state = subprocess.run([str(REPO / "scripts" / "bench-qemu"), "status", "--state",

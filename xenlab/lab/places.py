@@ -95,9 +95,11 @@ def client_failure(name: str, coordinator: str, proc: subprocess.CompletedProces
                          f"place {name} not found on coordinator {coordinator}")
     if "orphaned resource" in text or "no matching remote resource" in text:
         exporter = re.search(r"exporter (\S+) disconnected", text)
-        return FarmError("exporter", "exporter-lost",
-                         f"exporter {exporter.group(1) + ' ' if exporter else ''}of place "
-                         f"{name} is not connected to coordinator {coordinator}")
+        # The host that exports the place is gone (its exporter disconnected): the lab's.
+        return FarmError("exporter", "lab-host-lost",
+                         f"lab host {exporter.group(1) + ' ' if exporter else ''}of place "
+                         f"{name} lost: its exporter is not connected to coordinator "
+                         f"{coordinator}")
     return FarmError("place", "place-error", f"place {name}: {msg}")
 
 
@@ -160,11 +162,11 @@ class PlaceLease:
             time.sleep(min(poll, left))
 
     def check(self) -> None:
-        """Raise FarmError(exporter-lost) if the place's exporter went away."""
+        """Raise FarmError(lab-host-lost) if the place's exporter went away."""
         proc = client(self.coordinator, "-p", self.name, "env")
         if proc.returncode != 0:
             err = client_failure(self.name, self.coordinator, proc)
-            if err.classification == "exporter-lost":
+            if err.classification == "lab-host-lost":
                 self.lost = str(err)
             raise err
 
@@ -211,7 +213,7 @@ def acquire_place(name: str, coordinator: str | None = None, timeout: float = 0.
     """Hold place `name` for the `with` block; released in every case.
 
     Waits up to `timeout` seconds while someone else holds it. Raises FarmError
-    (coordinator-unreachable, place-not-found, place-busy, exporter-lost).
+    (coordinator-unreachable, place-not-found, place-busy, lab-host-lost).
     """
     lease = PlaceLease.acquire(name, coordinator, timeout)
     try:

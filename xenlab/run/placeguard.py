@@ -105,7 +105,7 @@ def place_lost(b, status: str, classification: str, message: str):
     try:
         lease.check()
     except places.FarmError as exc:
-        if exc.classification == "exporter-lost":
+        if exc.classification == "lab-host-lost":
             b.failure = StageFailure(b.failure.stage if b.failure else "place", "ERROR",
                                      exc.classification, str(exc))
             return exc.classification, f"{exc} ({message})"
