@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from support.farmlab import REPO, STEPS, explain, record
+from support.farmlab import REPO, STEPS, ensure_farm_tools, explain, record
 
 HOSTS = 3
 
@@ -34,6 +34,7 @@ def _netns_inode(pid) -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    ensure_farm_tools()  # atftpd, ser2net, ip
     lab_dir = tmp_path_factory.mktemp("lab")
     up = xenlab("lab", "up", "--hosts", str(HOSTS), "--dir", str(lab_dir))
     try:
@@ -118,6 +119,7 @@ def test_the_smoke_test_passes_on_a_board_of_another_host(lab, tmp_path):
 
 
 def test_down_leaves_no_namespace_interface_process_or_place(tmp_path):
+    ensure_farm_tools()
     up = xenlab("lab", "up", "--hosts", "2", "--dir", str(tmp_path))
     assert up.returncode == 0, up.stderr
     state = json.loads((tmp_path / "lab.json").read_text())

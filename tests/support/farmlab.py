@@ -26,9 +26,10 @@ STEPS = ["uboot", "xen_boots", "dom0_boots", "xl_info", "xl_list", "domu_create_
 
 
 def ensure_farm_tools() -> None:
-    """atftpd and ser2net, installed if missing (a failed install fails the test, never skips)."""
-    if all(shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}")
-           for tool in ("atftpd", "ser2net")):
+    """atftpd, ser2net and ip, installed if missing (a failed install fails the test, never
+    skips)."""
+    if all(shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}") or os.path.exists(f"/sbin/{tool}")
+           for tool in ("atftpd", "ser2net", "ip")):
         return
     subprocess.run([str(REPO / "scripts" / "install-farm-tools")], check=True,
                    stdin=subprocess.DEVNULL)
