@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from support.farmlab import REPO, STEPS, ensure_farm_tools, explain, record
+from xenlab.lab import janitor
 
 HOSTS = 3
 
@@ -59,7 +60,7 @@ def test_each_host_is_a_namespace_with_its_own_services(lab):
         else:
             assert svc["netns"] in names
             assert _netns_inode(svc["pid"]) == os.stat(f"/run/netns/{svc['netns']}").st_ino
-    assert by_ns.pop(None) == ["coordinator"]
+    assert sorted(by_ns.pop(None)) == ["coordinator", "janitor"]
     assert sorted(by_ns) == sorted(h["netns"] for h in state["hosts"])
     assert all(sorted(v) == ["atftpd", "exporter", "ser2net"] for v in by_ns.values()), by_ns
     addrs = [h["addr"] for h in state["hosts"]]
@@ -143,6 +144,66 @@ def test_hosts_out_of_range_are_refused_in_one_line(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == ["xenlab: error: lab: --hosts 17: from 1 to 16"]
     assert not (tmp_path / "lab.json").exists()
+
+
+def _client(state, *args):
+    return subprocess.run([str(Path(sys.executable).parent / "labgrid-client"), "-x",
+                           state["coordinator"], *args], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, GRPC_ENABLE_FORK_SUPPORT="0"))
+
+
+def _holder(state, place):
+    out = _client(state, "-p", place, "show").stdout
+    return re.search(r"^\s*acquired:\s*(\S+)", out, re.M).group(1)
+
+
+def test_a_place_held_by_a_killed_run_is_freed_by_the_janitor_within_its_bound(lab, tmp_path):
+    """A run SIGKILLed while it holds host3's place leaves it acquired; the lab's janitor
+    releases it once the run's lease lapses: within LAPSE_S + two janitor sweeps, with no
+    manual release. A place acquired by hand (no lease) is never released by it."""
+    lab_dir, state, _ = lab
+    host = state["hosts"][2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LG_", "XENLAB_", "PYTEST_"))}
+    env.update(LG_COORDINATOR=state["coordinator"], GRPC_ENABLE_FORK_SUPPORT="0")
+    run = subprocess.Popen([sys.executable, "-m", "pytest", "--lg-env", str(lab_dir / "farm.yaml"),
+                            str(REPO / "testcases"), "--xenlab-target", host["place"],
+                            "--xenlab-results", str(tmp_path), "-p", "no:cacheprovider", "-q"],
+                           cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any("Xen version" in c.read_text(errors="replace")
+                      for c in (tmp_path / host["place"]).glob("*/console.log")):
+            assert run.poll() is None and time.monotonic() < deadline, "Xen never started"
+            time.sleep(0.2)
+        assert _holder(state, host["place"]) != "None"
+        os.killpg(run.pid, signal.SIGKILL)
+        killed = time.monotonic()
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    bound = janitor.LAPSE_S + 2 * janitor.JANITOR_INTERVAL_S + 15  # + labgrid-client's own time
+    while _holder(state, host["place"]) != "None":
+        assert time.monotonic() - killed < bound, f"{host['place']} still held after {bound} s"
+        time.sleep(1)
+    freed_after = time.monotonic() - killed
+    said = rf"janitor: released place {host['place']} held by \S+: its xenlab lease lapsed \d+ s ago"
+    for _ in range(50):  # it says so right after the release we saw
+        log = (lab_dir / "janitor.log").read_text()
+        if re.search(said, log):
+            break
+        time.sleep(0.1)
+    assert re.search(said, log), log
+    print(f"place freed {freed_after:.0f} s after the kill (bound {bound:.0f} s)")
+    # By hand: no lease, so even a sweep an hour from now leaves it acquired.
+    assert _client(state, "-p", host["place"], "acquire").returncode == 0
+    try:
+        assert janitor.sweep(state["coordinator"], now=time.time() + 3600) == []
+        assert _holder(state, host["place"]) != "None"
+    finally:
+        assert _client(state, "-p", host["place"], "release").returncode == 0
 
 
 def test_a_host_lost_mid_boot_is_the_labs_error_and_the_others_finish(lab, tmp_path):

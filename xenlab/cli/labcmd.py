@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..lab import netlab
+from ..lab import janitor, netlab
+from ..lab.places import coordinator_address
 
 
 def cmd_lab(args) -> int:
     lab_dir = Path(args.dir)
+    if args.action == "janitor":
+        janitor.run_janitor(coordinator_address(args.coordinator))
+        return 0
     if args.action == "down":
         netlab.lab_down(lab_dir)
         return 0

@@ -248,8 +248,12 @@ def build_parser() -> ArgumentParser:
     la = sub.add_parser("lab", help="a lab of several hosts on this machine: a coordinator, and "
                                     "per host a network namespace with its exporter, ser2net, "
                                     "atftpd and a QEMU board (needs root)")
-    la.add_argument("action", choices=["up", "down"])
+    la.add_argument("action", choices=["up", "down", "janitor"],
+                    help="janitor: release, for ever, the places whose xenlab lease lapsed "
+                         "(a killed run's); `up` starts one")
     la.add_argument("--hosts", type=positive_int, default=3, help="lab hosts (up; default 3)")
+    la.add_argument("--coordinator", type=text, default=None,
+                    help="janitor: HOST:PORT (default: LG_COORDINATOR)")
     la.add_argument("--dir", type=output_dir, default=Path("build/lab"),
                     help="the lab's state, logs and farm file (default: build/lab)")
     la.set_defaults(func=cmd_lab)

@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from ..images.cache import atomic_write
 from .pidfile import cmdline
 from .places import FarmError, client, client_failure
 from .ser2net import Connection, start_ser2net
-from .services import free_port, start_atftpd, start_coordinator, start_exporter
+from .services import Service, free_port, start_atftpd, start_coordinator, start_exporter
 
 BOARD = "qemu-bench-arm64"  # each host's QEMU board (the bench board's profile)
 MAX_HOSTS = 16
@@ -101,6 +102,12 @@ def _bring_up(lab_dir: Path, state: dict, net: str, hosts: int, log) -> None:
     svc = start_coordinator(lab_dir / "coordinator", port, host=f"{net}.1")
     state["coordinator"] = coordinator
     _remember(lab_dir, state, svc, None)
+    # Frees the places of runs that died holding them (lab/janitor.py).
+    janitor_svc = Service("janitor", [sys.executable, "-m", "xenlab.cli", "lab", "janitor",
+                                      "--coordinator", coordinator], lab_dir / "janitor.log",
+                          env={"GRPC_ENABLE_FORK_SUPPORT": "0", "PYTHONUNBUFFERED": "1"})
+    _remember(lab_dir, state, janitor_svc, None)
+    janitor_svc.wait_for(r"janitor: watching", 30, component="janitor")
     for i in range(1, hosts + 1):
         host = {"name": f"host{i}", "netns": f"xenlab-{state['id']}-h{i}",
                 "veth": f"xl{state['id']}h{i}", "addr": f"{net}.{10 + i}"}
@@ -222,7 +229,7 @@ def lab_down(lab_dir: Path, log=print) -> None:
 def _kill(pid: int, name: str | None, wait: float = 5.0) -> None:
     """SIGTERM `pid` if it still is our `name` (any process when None), SIGKILL if it stays."""
     argv = cmdline(pid)
-    if not argv or (name is not None and not any(name in a for a in argv[:4])):
+    if not argv or (name is not None and not any(name in a for a in argv)):
         return
     try:
         os.kill(pid, signal.SIGTERM)

@@ -129,6 +129,7 @@ class PlaceLease:
         self.lost: str | None = None  # why the place's exporter is gone, once seen
         self.freed: dict | None = None  # the killed run of this host whose place was freed
         self.guard = None  # this host's lock on the place (run/placeguard.py), dropped with it
+        self.renewer = None  # the lease the janitor reads (lab/janitor.py), ended first
         self._lock = threading.Lock()
 
     @classmethod
@@ -177,6 +178,9 @@ class PlaceLease:
                 return True
             # A second Ctrl-C must not leave the place locked halfway through.
             with signals_deferred():
+                if self.renewer is not None:  # the lease first: the janitor need not act
+                    self.renewer.stop()
+                    self.renewer = None
                 ok = release_place(self.name, self.coordinator)
             self.released = ok
             if ok:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ..errors import StageFailure
-from ..lab import places
+from ..lab import janitor, places
 from ..lab.boardlock import BoardLock
 from .record import RunRecord
 
@@ -67,6 +67,8 @@ def hold_remote(place: str, coordinator: str, wait: float) -> places.PlaceLease:
         raise
     lease.guard, lease.freed = guard, freed
     lease.waited = guard.waited + lease.waited
+    # Renewed while this run lives: a janitor frees the place once a killed run's lapses.
+    lease.renewer = janitor.LeaseRenewer(coordinator, place)
     return lease
 
 
