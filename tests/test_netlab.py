@@ -29,6 +29,19 @@ def xenlab(*args, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _lab_env(state) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LG_", "XENLAB_", "PYTEST_"))}
+    env.update(LG_COORDINATOR=state["coordinator"], GRPC_ENABLE_FORK_SUPPORT="0")
+    return env
+
+
+def _smoke(lab_dir, host, results) -> list[str]:
+    """The smoke test on `host`'s board, through the lab's farm file."""
+    return [sys.executable, "-m", "pytest", "--lg-env", str(lab_dir / "farm.yaml"),
+            str(REPO / "testcases"), "--xenlab-target", host["place"], "--xenlab-results",
+            str(results), "--xenlab-tester", "ci", "-p", "no:cacheprovider", "-q"]
+
+
 def _netns_inode(pid) -> int:
     return os.stat(f"/proc/{pid}/ns/net").st_ino
 
@@ -96,12 +109,8 @@ def test_the_smoke_test_passes_on_a_board_of_another_host(lab, tmp_path):
     across the bridge, its files from host2's atftpd."""
     lab_dir, state, _ = lab
     host = state["hosts"][1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LG_", "XENLAB_", "PYTEST_"))}
-    env.update(LG_COORDINATOR=state["coordinator"], GRPC_ENABLE_FORK_SUPPORT="0")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--lg-env", str(lab_dir / "farm.yaml"),
-                           str(REPO / "testcases"), "--xenlab-target", host["place"],
-                           "--xenlab-results", str(tmp_path), "--xenlab-tester", "ci",
-                           "-p", "no:cacheprovider", "-q"], cwd=REPO, env=env,
+    env = _lab_env(state)
+    proc = subprocess.run(_smoke(lab_dir, host, tmp_path), cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, explain(proc)
     rec, run_dir = record(tmp_path, host["place"])
@@ -163,12 +172,9 @@ def test_a_place_held_by_a_killed_run_is_freed_by_the_janitor_within_its_bound(l
     manual release. A place acquired by hand (no lease) is never released by it."""
     lab_dir, state, _ = lab
     host = state["hosts"][2]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LG_", "XENLAB_", "PYTEST_"))}
-    env.update(LG_COORDINATOR=state["coordinator"], GRPC_ENABLE_FORK_SUPPORT="0")
-    run = subprocess.Popen([sys.executable, "-m", "pytest", "--lg-env", str(lab_dir / "farm.yaml"),
-                            str(REPO / "testcases"), "--xenlab-target", host["place"],
-                            "--xenlab-results", str(tmp_path), "-p", "no:cacheprovider", "-q"],
-                           cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    env = _lab_env(state)
+    run = subprocess.Popen(_smoke(lab_dir, host, tmp_path), cwd=REPO, env=env,
+                           stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                            start_new_session=True)
     try:
@@ -212,8 +218,7 @@ def test_a_host_lost_mid_boot_is_the_labs_error_and_the_others_finish(lab, tmp_p
     record and console kept, the other hosts' boards PASS. Last: host1 stays dead."""
     lab_dir, state, _ = lab
     lost = state["hosts"][0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LG_", "XENLAB_", "PYTEST_"))}
-    env.update(LG_COORDINATOR=state["coordinator"], GRPC_ENABLE_FORK_SUPPORT="0")
+    env = _lab_env(state)
     night = subprocess.Popen([sys.executable, "-m", "xenlab.cli", "nightly", "--farm",
                               str(lab_dir / "farm.yaml"), "--results", str(tmp_path), "--jobs", "2",
                               "--health", "none", "--tester", "nightly"], cwd=REPO, env=env,
