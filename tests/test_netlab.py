@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from support.farmlab import REPO, STEPS, ensure_farm_tools, explain, record
-from xenlab.lab import janitor
+from xenlab.lab import janitor, places
 
 HOSTS = 3
 
@@ -85,10 +85,7 @@ def test_each_host_is_a_namespace_with_its_own_services(lab):
 def test_every_board_is_a_tagged_place_on_the_coordinator(lab):
     lab_dir, state, _ = lab
     for h in state["hosts"]:
-        show = subprocess.run([str(Path(sys.executable).parent / "labgrid-client"), "-x",
-                               state["coordinator"], "-p", h["place"], "show"],
-                              capture_output=True, text=True, timeout=60,
-                              env=dict(os.environ, GRPC_ENABLE_FORK_SUPPORT="0"))
+        show = places.client(state["coordinator"], "-p", h["place"], "show")
         assert show.returncode == 0, show.stderr
         assert f"tags: board=qemu-bench-arm64, host={h['name']}" in show.stdout
         # The exporter of that host, in its namespace, offers the board's UART there.
@@ -155,15 +152,13 @@ def test_hosts_out_of_range_are_refused_in_one_line(tmp_path):
     assert not (tmp_path / "lab.json").exists()
 
 
-def _client(state, *args):
-    return subprocess.run([str(Path(sys.executable).parent / "labgrid-client"), "-x",
-                           state["coordinator"], *args], capture_output=True, text=True,
-                          timeout=60, env=dict(os.environ, GRPC_ENABLE_FORK_SUPPORT="0"))
-
-
-def _holder(state, place):
-    out = _client(state, "-p", place, "show").stdout
-    return re.search(r"^\s*acquired:\s*(\S+)", out, re.M).group(1)
+def _wait_for_xen(results, place, proc, what) -> None:
+    """Until a console of `place` under `results` shows Xen's banner, `proc` still running."""
+    deadline = time.monotonic() + 300
+    while not any("Xen version" in c.read_text(errors="replace")
+                  for c in (results / place).glob("*/console.log")):
+        assert proc.poll() is None and time.monotonic() < deadline, f"{what}'s Xen never started"
+        time.sleep(0.2)
 
 
 def test_a_place_held_by_a_killed_run_is_freed_by_the_janitor_within_its_bound(lab, tmp_path):
@@ -178,12 +173,8 @@ def test_a_place_held_by_a_killed_run_is_freed_by_the_janitor_within_its_bound(l
                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                            start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while not any("Xen version" in c.read_text(errors="replace")
-                      for c in (tmp_path / host["place"]).glob("*/console.log")):
-            assert run.poll() is None and time.monotonic() < deadline, "Xen never started"
-            time.sleep(0.2)
-        assert _holder(state, host["place"]) != "None"
+        _wait_for_xen(tmp_path, host["place"], run, host["name"])
+        assert places.place_holder(host["place"], state["coordinator"]) is not None
         os.killpg(run.pid, signal.SIGKILL)
         killed = time.monotonic()
     finally:
@@ -191,7 +182,7 @@ def test_a_place_held_by_a_killed_run_is_freed_by_the_janitor_within_its_bound(l
             os.killpg(run.pid, signal.SIGKILL)
         run.wait()
     bound = janitor.LAPSE_S + 2 * janitor.JANITOR_INTERVAL_S + 15  # + labgrid-client's own time
-    while _holder(state, host["place"]) != "None":
+    while places.place_holder(host["place"], state["coordinator"]) is not None:
         assert time.monotonic() - killed < bound, f"{host['place']} still held after {bound} s"
         time.sleep(1)
     freed_after = time.monotonic() - killed
@@ -204,12 +195,12 @@ def test_a_place_held_by_a_killed_run_is_freed_by_the_janitor_within_its_bound(l
     assert re.search(said, log), log
     print(f"place freed {freed_after:.0f} s after the kill (bound {bound:.0f} s)")
     # By hand: no lease, so even a sweep an hour from now leaves it acquired.
-    assert _client(state, "-p", host["place"], "acquire").returncode == 0
+    assert places.client(state["coordinator"], "-p", host["place"], "acquire").returncode == 0
     try:
         assert janitor.sweep(state["coordinator"], now=time.time() + 3600) == []
-        assert _holder(state, host["place"]) != "None"
+        assert places.place_holder(host["place"], state["coordinator"]) is not None
     finally:
-        assert _client(state, "-p", host["place"], "release").returncode == 0
+        assert places.client(state["coordinator"], "-p", host["place"], "release").returncode == 0
 
 
 def test_a_host_lost_mid_boot_is_the_labs_error_and_the_others_finish(lab, tmp_path):
@@ -225,11 +216,7 @@ def test_a_host_lost_mid_boot_is_the_labs_error_and_the_others_finish(lab, tmp_p
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
-        while not any("Xen version" in c.read_text(errors="replace")
-                      for c in (tmp_path / lost["place"]).glob("*/console.log")):
-            assert night.poll() is None and time.monotonic() < deadline, "host1's Xen never started"
-            time.sleep(0.2)
+        _wait_for_xen(tmp_path, lost["place"], night, lost["name"])
         pids = subprocess.run(["ip", "netns", "pids", lost["netns"]], capture_output=True,
                               text=True).stdout.split()
         assert len(pids) >= 4  # its exporter, ser2net, atftpd and the board's QEMU

@@ -34,6 +34,7 @@ from .places import FarmError, client, client_failure
 from .ser2net import Connection, start_ser2net
 from .services import Service, free_port, start_atftpd, start_coordinator, start_exporter
 
+BENCH_QEMU = Path(__file__).resolve().parents[2] / "scripts" / "bench-qemu"  # the boards' power
 BOARD = "qemu-bench-arm64"  # each host's QEMU board (the bench board's profile)
 MAX_HOSTS = 16
 STATE = "lab.json"
@@ -165,12 +166,11 @@ def _remember(lab_dir: Path, state: dict, svc, netns: str | None) -> None:
 
 def render_farm(state: dict) -> str:
     """The labgrid environment reaching every board of the lab as a RemotePlace."""
-    repo = Path(__file__).resolve().parents[2]
     out = ["# Written by `xenlab lab up` for this lab; `xenlab lab down` removes it.",
            f"# Coordinator {state['coordinator']}: LG_COORDINATOR, or --lg-coordinator.",
            "imports:", "  - xenlab.lab.strategy", "", "targets:"]
     for h in state["hosts"]:
-        power = f"ip netns exec {h['netns']} {repo}/scripts/bench-qemu"
+        power = f"ip netns exec {h['netns']} {BENCH_QEMU}"
         out += [f"  {h['place']}:",
                 "    options:", f"      xenlab_board: {BOARD}",
                 "    features: [pv-block, network]",
@@ -202,10 +202,9 @@ def lab_down(lab_dir: Path, log=print) -> None:
         return
     except (OSError, ValueError) as exc:
         raise FarmError("lab", "harness-config", f"{lab_dir / STATE}: unreadable: {exc}") from None
-    repo = Path(__file__).resolve().parents[2]
     for h in state.get("hosts", []):
         if h.get("state") and _NAME.fullmatch(h["netns"]):
-            subprocess.run(["ip", "netns", "exec", h["netns"], str(repo / "scripts" / "bench-qemu"),
+            subprocess.run(["ip", "netns", "exec", h["netns"], str(BENCH_QEMU),
                             "off", "--state", h["state"]], capture_output=True, check=False)
     for svc in reversed(state.get("services", [])):
         _kill(svc["pid"], svc["name"])
